@@ -1,0 +1,26 @@
+"""ebm: energy-based models trained with MCMC, in PyTorch."""
+
+from ebm.chains import Chains, sample
+from ebm.evaluation.metrics import log_likelihood
+from ebm.evaluation.partition import log_partition
+from ebm.io import load
+from ebm.model import EnergyModel
+from ebm.models.rbm import RBM
+from ebm.samplers.gibbs import Gibbs
+from ebm.variables import Binary, Real, Spin
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RBM",
+    "Binary",
+    "Chains",
+    "EnergyModel",
+    "Gibbs",
+    "Real",
+    "Spin",
+    "load",
+    "log_likelihood",
+    "log_partition",
+    "sample",
+]

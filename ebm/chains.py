@@ -1,0 +1,265 @@
+"""``ebm.sample``: drive a sampler over many chains and record the draws as ``Chains``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from ebm import diagnostics
+from ebm.model import EnergyModel, State
+from ebm.samplers.base import Sampler, SamplerState
+
+
+class Summary(dict):
+    """``{block: {"mean", "sd", "mcse", "ess", "rhat": tensors of the block's shape}}``.
+
+    Sampler statistics (mean acceptance, divergences, step size) are in ``.sampler``.
+    Printing shows a table: one row per site for small blocks, the range over sites for
+    large ones.
+    """
+
+    max_rows_per_block = 8
+
+    def __init__(self, blocks: dict, sampler: dict | None = None, n_draws: int = 0, n_chains: int = 0):
+        super().__init__(blocks)
+        self.sampler = sampler or {}
+        self.n_draws, self.n_chains = n_draws, n_chains
+
+    def __str__(self) -> str:
+        header = f"{'':<16}{'mean':>10}{'sd':>10}{'mcse':>10}{'ess':>10}{'r_hat':>8}"
+        lines = [f"{self.n_draws} draws x {self.n_chains} chains", header]
+        for name, s in self.items():
+            flat = {k: v.reshape(-1) for k, v in s.items()}
+            n = flat["mean"].numel()
+            if n <= self.max_rows_per_block:
+                for i in range(n):
+                    label = name if n == 1 else f"{name}[{i}]"
+                    lines.append(_row(label, *(flat[k][i].item() for k in ("mean", "sd", "mcse", "ess", "rhat"))))
+            else:
+                lines.append(
+                    f"{name + f' ({n} sites)':<16}"
+                    f"{'ESS min ' + format(flat['ess'].min().item(), '.0f'):>30}"
+                    f"{'median ' + format(flat['ess'].median().item(), '.0f'):>16}"
+                    f"{'max r_hat ' + format(flat['rhat'].max().item(), '.3f'):>18}"
+                )
+        for key, value in self.sampler.items():
+            lines.append(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _row(label: str, mean: float, sd: float, mcse: float, ess: float, rhat: float) -> str:
+    return f"{label:<16}{mean:>10.4g}{sd:>10.4g}{mcse:>10.3g}{ess:>10.0f}{rhat:>8.3f}"
+
+
+def _summarize(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    x = x if x.is_floating_point() else x.double()
+    n_draws = x.shape[0]
+    return {
+        "mean": x.mean((0, 1)),
+        "sd": x.flatten(0, 1).std(0),
+        "mcse": diagnostics.mcse(x),
+        "ess": diagnostics.ess(x),
+        "rhat": diagnostics.rhat(x) if n_draws >= 4 else torch.full(x.shape[2:], float("nan"), dtype=x.dtype),
+    }
+
+
+class Chains:
+    """Draws recorded by ``ebm.sample``.
+
+    ``chains[name]`` is ``(n_draws, n_chains, *shape)`` for every block (an expanded view of
+    the data for observed blocks); ``chains.energy`` is ``(n_draws, n_chains)``;
+    ``chains.stats`` holds the sampler's per-step records (acceptance probability, accepted
+    flag, ...), each ``(n_draws, n_chains)``; ``chains.last`` is the state after the final
+    step, to continue with ``ebm.sample(..., init=chains.last)``.
+    """
+
+    def __init__(
+        self,
+        draws: dict[str, torch.Tensor],
+        energy: torch.Tensor,
+        last: State,
+        observed: frozenset[str],
+        stats: dict[str, torch.Tensor] | None = None,
+        sampler_state: SamplerState | None = None,
+    ):
+        self.draws = draws
+        self.energy = energy
+        self.last = last
+        self.observed = observed
+        self.stats = stats or {}
+        self.sampler_state = sampler_state
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.draws:
+            raise KeyError(f"no block '{name}' in these chains; blocks: {list(self.draws)}")
+        return self.draws[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.draws
+
+    def keys(self):
+        return self.draws.keys()
+
+    @property
+    def n_draws(self) -> int:
+        return self.energy.shape[0]
+
+    @property
+    def n_chains(self) -> int:
+        return self.energy.shape[1]
+
+    def __repr__(self) -> str:
+        blocks = ", ".join(
+            f"{k}{tuple(v.shape[2:])}{' observed' if k in self.observed else ''}" for k, v in self.draws.items()
+        )
+        return f"Chains({self.n_draws} draws x {self.n_chains} chains; {blocks})"
+
+    def summary(self) -> Summary:
+        """Per-block mean, sd, MCSE, ESS and split R-hat (tensors of the block's shape), plus the
+        energy and the sampler's statistics; printing it shows a table."""
+        blocks = {k: _summarize(v) for k, v in self.draws.items() if k not in self.observed}
+        blocks["energy"] = _summarize(self.energy)
+        sampler = {}
+        for key, value in self.stats.items():
+            if key == "divergent":
+                sampler["divergences"] = int(value.sum())
+            else:
+                sampler[f"mean {key}"] = value.double().mean().item()
+        return Summary(blocks, sampler, self.n_draws, self.n_chains)
+
+
+def _prepare_state(
+    model: EnergyModel,
+    n_chains: int | None,
+    observed: Mapping[str, torch.Tensor] | None,
+    init: Mapping[str, torch.Tensor] | None,
+    generator: torch.Generator,
+) -> tuple[State, frozenset[str]]:
+    observed = dict(observed or {})
+    init = dict(init or {})
+    obs_names = frozenset(observed)
+    for name, x in list(observed.items()):
+        domain = model.variables.get(name)
+        if domain is not None and isinstance(x, torch.Tensor) and x.shape == domain.shape:
+            observed[name] = x.unsqueeze(0)  # one observation broadcast to all chains below
+    if observed:
+        data_n = model.check_state(observed, blocks=list(observed), what="observed")
+        if data_n == 1 and n_chains is not None:
+            observed = {k: v.expand(n_chains, *v.shape[1:]) for k, v in observed.items()}
+        elif n_chains is not None and n_chains != data_n:
+            raise ValueError(f"n_chains={n_chains} but observed data has {data_n} rows: one chain per data row")
+        else:
+            n_chains = data_n
+    init = {k: v for k, v in init.items() if k not in obs_names}
+    if init:
+        model.check_state(init, blocks=list(init), what="init")
+        init_n = next(iter(init.values())).shape[0]
+        if n_chains is not None and init_n != n_chains:
+            raise ValueError(f"init has {init_n} chains but n_chains={n_chains}")
+        n_chains = init_n
+    if n_chains is None:
+        raise ValueError("give n_chains, observed data or an init state")
+    if not isinstance(n_chains, int) or n_chains < 1:
+        raise ValueError(f"n_chains must be a positive integer, got {n_chains!r}")
+    rest = [k for k in model.variables if k not in observed and k not in init]
+    random = model.random_state(n_chains, generator, rest)
+    state = {k: (observed.get(k, init.get(k, random.get(k)))) for k in model.variables}
+    state = {k: v.clone() if k in init else v for k, v in state.items()}
+    return state, obs_names
+
+
+def _make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def sample(
+    model: EnergyModel,
+    sampler: Sampler,
+    n_chains: int | None = None,
+    n_steps: int = 1000,
+    burn_in: int = 0,
+    thin: int = 1,
+    observed: Mapping[str, torch.Tensor] | None = None,
+    init: Mapping[str, torch.Tensor] | None = None,
+    seed: int | None = 0,
+    progress: bool | None = None,
+    generator: torch.Generator | None = None,
+) -> Chains:
+    """Run ``n_chains`` MCMC chains of ``sampler`` on ``model`` and record the draws.
+
+    Args:
+        model: the energy model.
+        sampler: any ``ebm`` sampler (``Gibbs``, ``Langevin``, ``HMC``, ...).
+        n_chains: number of chains (one per row of ``observed`` data when that is given).
+        n_steps: steps after burn-in; every ``thin``-th is recorded (``n_steps // thin`` draws).
+        burn_in: steps before recording; adaptive samplers tune themselves during these.
+        thin: record every ``thin``-th step.
+        observed: ``{name: (n, *shape)}`` blocks clamped to data (a single unbatched
+            observation is shared by all chains); all other blocks are sampled.
+        init: initial states of (some) non-observed blocks, e.g. ``chains.last``; the rest
+            start at random from their domains.
+        seed: seed of the chains' random numbers (``None``: fresh entropy). Ignored when
+            ``generator`` is given.
+        progress: show a tqdm progress bar (default: when stderr is a terminal).
+        generator: a ``torch.Generator`` on the model's device, to continue a random stream.
+
+    Returns:
+        ``Chains`` with draws ``(n_draws, n_chains, *shape)`` per block and energies
+        ``(n_draws, n_chains)``.
+    """
+    for label, value, low in (("n_steps", n_steps, 0), ("burn_in", burn_in, 0), ("thin", thin, 1)):
+        if not isinstance(value, int) or value < low:
+            raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+    generator = generator or _make_generator(seed, model.device)
+    state, obs_names = _prepare_state(model, n_chains, observed, init, generator)
+    n_chains = next(iter(state.values())).shape[0]
+    n_draws = n_steps // thin
+    if progress is None:
+        progress = sys.stderr.isatty()
+    grad_context = torch.enable_grad if sampler.needs_grad else torch.no_grad
+
+    draws = {
+        k: torch.empty((n_draws, *v.shape), dtype=v.dtype, device=v.device) for k, v in state.items() if k not in obs_names
+    }
+    energy = torch.empty((n_draws, n_chains), dtype=model.dtype, device=model.device)
+    stats: dict[str, torch.Tensor] = {}
+
+    with grad_context(), tqdm(total=burn_in + n_steps, disable=not progress, desc="sampling", leave=False) as bar:
+        sstate = sampler.init(model, state, obs_names, generator)
+        for _ in range(burn_in):
+            sstate, _info = sampler.step(model, sstate, generator, adapt=True)
+            bar.update()
+        if burn_in:
+            sstate = sampler.end_adaptation(model, sstate)
+        for t in range(n_steps):
+            sstate, info = sampler.step(model, sstate, generator, adapt=False)
+            bar.update()
+            if (t + 1) % thin:
+                continue
+            i = (t + 1) // thin - 1
+            for k in draws:
+                draws[k][i] = sstate.state[k]
+            e = info.get("energy")
+            with torch.no_grad():
+                energy[i] = e if e is not None else model.energy(sstate.state)
+            for key, value in info.items():
+                if key == "energy":
+                    continue
+                if key not in stats:
+                    stats[key] = torch.zeros((n_draws, *value.shape), dtype=value.dtype, device=value.device)
+                stats[key][i] = value
+    for k in obs_names:
+        draws[k] = state[k].unsqueeze(0).expand(n_draws, *state[k].shape)
+    draws = {k: draws[k] for k in model.variables}
+    last = {k: v.detach().clone() for k, v in sstate.state.items()}
+    return Chains(draws, energy, last, obs_names, stats, sstate)

@@ -1,0 +1,41 @@
+"""MCMC diagnostics on tensors laid out as ``(n_draws, n_chains, *shape)``.
+
+Thin wrappers over ``pyro.ops.stats`` (nothing re-derived here) that fix the layout used
+throughout ``ebm``: draws on dim 0, chains on dim 1.
+"""
+
+from __future__ import annotations
+
+import torch
+from pyro.ops import stats
+
+
+def _float(x: torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    if x.dim() < 2:
+        raise ValueError(f"diagnostics need draws laid out as (n_draws, n_chains, ...), got shape {tuple(x.shape)}")
+    return x if x.is_floating_point() else x.double()
+
+
+def ess(x: torch.Tensor) -> torch.Tensor:
+    """Effective sample size over all chains (Geyer's initial monotone sequence), shape ``x.shape[2:]``."""
+    return stats.effective_sample_size(_float(x), chain_dim=1, sample_dim=0)
+
+
+def rhat(x: torch.Tensor) -> torch.Tensor:
+    """Split R-hat (Gelman-Rubin); values well above 1 (e.g. > 1.01) flag unmixed chains."""
+    x = _float(x)
+    if x.shape[0] < 4:
+        raise ValueError(f"split R-hat needs at least 4 draws per chain, got {x.shape[0]}")
+    return stats.split_gelman_rubin(x, chain_dim=1, sample_dim=0)
+
+
+def autocorrelation(x: torch.Tensor) -> torch.Tensor:
+    """Autocorrelation along the draws of each chain, same shape as ``x`` (lag on dim 0)."""
+    return stats.autocorrelation(_float(x), dim=0)
+
+
+def mcse(x: torch.Tensor) -> torch.Tensor:
+    """Monte-Carlo standard error of the mean, ``sd / sqrt(ESS)``, shape ``x.shape[2:]``."""
+    x = _float(x)
+    return x.flatten(0, 1).std(0) / ess(x).clamp_min(1.0).sqrt()

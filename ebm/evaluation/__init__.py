@@ -1,0 +1,1 @@
+"""Evaluation: partition functions and log-likelihoods."""

@@ -1,0 +1,5 @@
+"""Ready-made energy models."""
+
+from ebm.models.rbm import RBM
+
+__all__ = ["RBM"]

@@ -1,0 +1,86 @@
+"""The restricted Boltzmann machine of eq. 6: binary visible ``v`` and hidden ``h`` units."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli
+from torch.nn.functional import softplus
+
+from ebm.model import EnergyModel
+from ebm.variables import Binary
+
+
+class RBM(EnergyModel):
+    """Bernoulli-Bernoulli RBM, ``E(v, h) = -aᵀv - bᵀh - vᵀWh`` (eq. 6).
+
+    Blocks ``"v"`` (``Binary(n_visible)``) and ``"h"`` (``Binary(n_hidden)``). Parameters
+    ``W`` ``(n_visible, n_hidden)``, ``a`` ``(n_visible,)``, ``b`` ``(n_hidden,)``.
+
+    Args:
+        n_visible: number of visible units.
+        n_hidden: number of hidden units.
+        init_std: standard deviation of the initial Gaussian weights (biases start at 0).
+        seed: seed of the weight initialisation (``None``: torch's global generator).
+    """
+
+    def __init__(self, n_visible: int, n_hidden: int, init_std: float = 0.01, seed: int | None = None):
+        super().__init__(v=Binary(n_visible), h=Binary(n_hidden))
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self.W = nn.Parameter(torch.randn(n_visible, n_hidden, generator=generator) * init_std)
+        self.a = nn.Parameter(torch.zeros(n_visible))
+        self.b = nn.Parameter(torch.zeros(n_hidden))
+
+    @property
+    def n_visible(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def n_hidden(self) -> int:
+        return self.W.shape[1]
+
+    def energy(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``E(v, h)`` of eq. 6, shape ``(batch,)``."""
+        v, h = state["v"], state["h"]
+        return -(v @ self.a) - (h @ self.b) - ((v @ self.W) * h).sum(-1)
+
+    def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        """Pre-activations ``vW + b`` of ``h`` given ``v``, shape ``(batch, n_hidden)``."""
+        return torch.addmm(self.b, v, self.W)
+
+    def visible_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Pre-activations ``hWᵀ + a`` of ``v`` given ``h``, shape ``(batch, n_visible)``."""
+        return torch.addmm(self.a, h, self.W.T)
+
+    def conditional(self, name: str, state: Mapping[str, torch.Tensor]) -> Bernoulli:
+        """``p(h | v)`` (eq. 14) or ``p(v | h)`` (eq. 15), factorised Bernoulli."""
+        if name == "h":
+            return Bernoulli(logits=self.hidden_logits(state["v"]), validate_args=False)
+        if name == "v":
+            return Bernoulli(logits=self.visible_logits(state["h"]), validate_args=False)
+        raise KeyError(f"RBM has no block '{name}'")
+
+    def free_energy(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``F(v) = -aᵀv - Σⱼ softplus(vW + b)ⱼ`` for ``{"v"}``, or ``F(h)`` for ``{"h"}``; ``(batch,)``."""
+        keys = set(state)
+        if keys == {"v"}:
+            v = state["v"]
+            return -(v @ self.a) - softplus(self.hidden_logits(v)).sum(-1)
+        if keys == {"h"}:
+            h = state["h"]
+            return -(h @ self.b) - softplus(self.visible_logits(h)).sum(-1)
+        raise NotImplementedError(f"RBM.free_energy takes exactly one of the blocks 'v' or 'h', got {sorted(keys)}")
+
+    @torch.no_grad()
+    def init_visible_bias(self, v: torch.Tensor, eps: float = 1e-3) -> None:
+        """Set ``a`` to the log-odds of the data marginals, clipped to ``[eps, 1 - eps]``.
+
+        Args:
+            v: binary data, shape ``(n, n_visible)``.
+            eps: the marginals are clipped so that the biases stay finite.
+        """
+        self.check_state({"v": v}, blocks=["v"], what="data")
+        p = v.mean(0).clamp(eps, 1 - eps)
+        self.a.copy_(torch.log(p) - torch.log1p(-p))

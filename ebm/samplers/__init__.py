@@ -1,0 +1,1 @@
+"""MCMC kernels sharing the ``init``/``step`` protocol of ``ebm.samplers.base``."""

@@ -1,0 +1,8 @@
+"""Datasets: 8x8 digits (bundled), MNIST (IDX files), bars-and-stripes.
+
+Every loader returns ``torch`` tensors in ``torch.get_default_dtype()`` unless told otherwise.
+"""
+
+from ebm.datasets.images import bars_and_stripes, digits
+
+__all__ = ["bars_and_stripes", "digits"]

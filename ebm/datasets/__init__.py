@@ -4,5 +4,6 @@ Every loader returns ``torch`` tensors in ``torch.get_default_dtype()`` unless t
 """
 
 from ebm.datasets.images import bars_and_stripes, digits
+from ebm.datasets.mnist import mnist
 
-__all__ = ["bars_and_stripes", "digits"]
+__all__ = ["bars_and_stripes", "digits", "mnist"]

@@ -1,5 +1,6 @@
 """ebm: energy-based models trained with MCMC, in PyTorch."""
 
+from ebm import diagnostics, plot
 from ebm.chains import Chains, sample
 from ebm.evaluation.metrics import log_likelihood
 from ebm.evaluation.partition import log_partition
@@ -19,8 +20,10 @@ __all__ = [
     "Gibbs",
     "Real",
     "Spin",
+    "diagnostics",
     "load",
     "log_likelihood",
     "log_partition",
+    "plot",
     "sample",
 ]

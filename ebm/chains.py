@@ -3,69 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from tqdm.auto import tqdm
 
-from ebm import diagnostics
 from ebm.model import EnergyModel, State
 from ebm.samplers.base import Sampler, SamplerState
-
-
-class Summary(dict):
-    """``{block: {"mean", "sd", "mcse", "ess", "rhat": tensors of the block's shape}}``.
-
-    Sampler statistics (mean acceptance, divergences, step size) are in ``.sampler``.
-    Printing shows a table: one row per site for small blocks, the range over sites for
-    large ones.
-    """
-
-    max_rows_per_block = 8
-
-    def __init__(self, blocks: dict, sampler: dict | None = None, n_draws: int = 0, n_chains: int = 0):
-        super().__init__(blocks)
-        self.sampler = sampler or {}
-        self.n_draws, self.n_chains = n_draws, n_chains
-
-    def __str__(self) -> str:
-        header = f"{'':<16}{'mean':>10}{'sd':>10}{'mcse':>10}{'ess':>10}{'r_hat':>8}"
-        lines = [f"{self.n_draws} draws x {self.n_chains} chains", header]
-        for name, s in self.items():
-            flat = {k: v.reshape(-1) for k, v in s.items()}
-            n = flat["mean"].numel()
-            if n <= self.max_rows_per_block:
-                for i in range(n):
-                    label = name if n == 1 else f"{name}[{i}]"
-                    lines.append(_row(label, *(flat[k][i].item() for k in ("mean", "sd", "mcse", "ess", "rhat"))))
-            else:
-                lines.append(
-                    f"{name + f' ({n} sites)':<16}"
-                    f"{'ESS min ' + format(flat['ess'].min().item(), '.0f'):>30}"
-                    f"{'median ' + format(flat['ess'].median().item(), '.0f'):>16}"
-                    f"{'max r_hat ' + format(flat['rhat'].max().item(), '.3f'):>18}"
-                )
-        for key, value in self.sampler.items():
-            lines.append(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
-        return "\n".join(lines)
-
-    __repr__ = __str__
-
-
-def _row(label: str, mean: float, sd: float, mcse: float, ess: float, rhat: float) -> str:
-    return f"{label:<16}{mean:>10.4g}{sd:>10.4g}{mcse:>10.3g}{ess:>10.0f}{rhat:>8.3f}"
-
-
-def _summarize(x: torch.Tensor) -> dict[str, torch.Tensor]:
-    x = x if x.is_floating_point() else x.double()
-    n_draws = x.shape[0]
-    return {
-        "mean": x.mean((0, 1)),
-        "sd": x.flatten(0, 1).std(0),
-        "mcse": diagnostics.mcse(x),
-        "ess": diagnostics.ess(x),
-        "rhat": diagnostics.rhat(x) if n_draws >= 4 else torch.full(x.shape[2:], float("nan"), dtype=x.dtype),
-    }
+from ebm.summary import Summary, sampler_statistics, summarize
 
 
 class Chains:
@@ -119,18 +64,63 @@ class Chains:
         )
         return f"Chains({self.n_draws} draws x {self.n_chains} chains; {blocks})"
 
-    def summary(self) -> Summary:
-        """Per-block mean, sd, MCSE, ESS and split R-hat (tensors of the block's shape), plus the
-        energy and the sampler's statistics; printing it shows a table."""
-        blocks = {k: _summarize(v) for k, v in self.draws.items() if k not in self.observed}
-        blocks["energy"] = _summarize(self.energy)
-        sampler = {}
-        for key, value in self.stats.items():
-            if key == "divergent":
-                sampler["divergences"] = int(value.sum())
-            else:
-                sampler[f"mean {key}"] = value.double().mean().item()
-        return Summary(blocks, sampler, self.n_draws, self.n_chains)
+    def summary(self, functions: Mapping[str, Callable[[State], torch.Tensor]] | None = None) -> Summary:
+        """Per-block mean, sd, MCSE, ESS and split R-hat (tensors of the block's shape), plus
+        the energy, scalar ``functions`` of the state and the sampler's statistics.
+
+        Args:
+            functions: ``{name: fn}`` with ``fn(state) -> (batch,)``, e.g.
+                ``{"m": lambda state: state["s"].mean((-2, -1))}``; each gets the same
+                statistics as a block (shape ``()``), computed from ``self.apply(fn)``.
+
+        Returns:
+            A ``Summary`` (a dict ``{name: {"mean", "sd", "mcse", "ess", "rhat"}}`` with the
+            sampler's statistics in ``.sampler``); printing it shows a table.
+        """
+        entries = {k: summarize(v) for k, v in self.draws.items() if k not in self.observed}
+        entries["energy"] = summarize(self.energy)
+        for name, fn in (functions or {}).items():
+            if name in entries:
+                raise ValueError(f"function name '{name}' clashes with a block or 'energy'; pick another")
+            entries[name] = summarize(self.apply(fn))
+        return Summary(entries, sampler_statistics(self.stats), self.n_draws, self.n_chains)
+
+    def apply(self, fn: Callable[[State], torch.Tensor], max_batch: int = 65536) -> torch.Tensor:
+        """Evaluate a scalar function of the state on every draw of every chain.
+
+        Args:
+            fn: ``fn(state) -> (batch,)`` for a state dict ``{name: (batch, *shape)}`` (e.g.
+                ``model.energy``, or a magnetisation ``lambda s: s["s"].mean((-2, -1))``).
+            max_batch: at most this many states per call of ``fn`` (draws are chunked).
+
+        Returns:
+            ``(n_draws, n_chains)`` values, computed without gradients.
+        """
+        if not callable(fn):
+            raise TypeError(f"apply needs a function state -> (batch,), got {type(fn).__name__}")
+        step = max(1, max_batch // self.n_chains)
+        out = []
+        with torch.no_grad():
+            for i in range(0, self.n_draws, step):
+                chunk = {k: v[i : i + step].flatten(0, 1) for k, v in self.draws.items()}
+                rows = chunk[next(iter(chunk))].shape[0]
+                value = torch.as_tensor(fn(chunk))
+                if value.shape != (rows,):
+                    raise ValueError(f"fn must return one value per state, shape ({rows},); got {tuple(value.shape)}")
+                out.append(value.reshape(-1, self.n_chains))
+        return torch.cat(out)
+
+    def to_arviz(self):
+        """The draws as an ArviZ ``InferenceData`` (needs the optional ``arviz`` package).
+
+        Sampled blocks go to ``posterior`` (dims ``chain``, ``draw``, then ``{name}_dim_k``),
+        ``-energy`` to ``sample_stats.lp``, the sampler's records to ``sample_stats``
+        (``accept_prob`` as ``acceptance_rate``, ``divergent`` as ``diverging``, the rest by
+        their names) and clamped blocks to ``observed_data`` (one row per chain).
+        """
+        from ebm.arviz_export import to_inference_data
+
+        return to_inference_data(self)
 
 
 def _prepare_state(

@@ -8,6 +8,7 @@ from ebm.io import load
 from ebm.model import EnergyModel
 from ebm.models.rbm import RBM
 from ebm.samplers.gibbs import Gibbs
+from ebm.training.trainer import Trainer, fit
 from ebm.variables import Binary, Real, Spin
 
 __version__ = "0.1.0"
@@ -20,7 +21,9 @@ __all__ = [
     "Gibbs",
     "Real",
     "Spin",
+    "Trainer",
     "diagnostics",
+    "fit",
     "load",
     "log_likelihood",
     "log_partition",

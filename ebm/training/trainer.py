@@ -1,0 +1,492 @@
+"""``Trainer`` and ``ebm.fit``: the generic awake-minus-asleep training loop (eq. 4).
+
+Each batch: the data phase (``objective.data_phase``), the model phase (a ``NegativePhase``:
+CD-k, PCD-k, replay buffer), the surrogate of eq. 16 (``objective.surrogate``), one step of a
+``torch.optim`` optimizer. Once per epoch: the learning-rate schedule, a divergence check,
+metrics, callbacks, a checkpoint.
+
+Callbacks are any objects with some of these methods (others rely on these names):
+
+- ``on_train_begin(trainer)``
+- ``on_batch_end(trainer, batch, negatives)``: after the optimizer step; ``batch`` is the
+  data-phase state dict, ``negatives`` the model-phase state dict.
+- ``on_epoch_end(trainer, epoch, metrics)``: ``epoch`` counts from 1; ``metrics`` is the
+  epoch's history entry, and a callback may add entries to it (they are checkpointed).
+  Setting ``trainer.stop_training = True`` ends training after this epoch.
+
+The trainer exposes ``.model``, ``.optimizer``, ``.scheduler``, ``.sampler``,
+``.negatives``, ``.generator``, ``.epoch`` (completed epochs) and ``.history``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ebm.evaluation.enumeration import n_bits
+from ebm.evaluation.metrics import log_likelihood
+from ebm.evaluation.partition import exact_plan, log_partition
+from ebm.evaluation.pseudo import pseudo_log_likelihood, reconstruction_error
+from ebm.io import atomic_save, model_record
+from ebm.model import EnergyModel
+from ebm.samplers.base import Sampler
+from ebm.samplers.gibbs import Gibbs
+from ebm.training.negatives import NegativePhase, negative_phase
+from ebm.training.objective import data_phase, surrogate, uses_free_energy
+
+#: ``metrics="auto"`` computes the exact log-likelihood when log Z enumerates at most this many states
+AUTO_EXACT_STATES = 2**20
+#: ``metrics="auto"`` evaluates the pseudo-likelihood on at most this many rows ...
+AUTO_PL_ROWS = 2000
+#: ... and over every site when there are at most this many, else this many random sites per row
+AUTO_PL_SITES = 64
+METRICS = ("recon", "pseudo_ll", "log_likelihood")
+
+
+class TrainingDiverged(FloatingPointError):
+    """Energies or parameters became NaN or infinite during training."""
+
+
+class History(list):
+    """Per-epoch metrics: a list of dicts (one per epoch, with an ``"epoch"`` key counting
+    from 1). ``history["name"]`` is the list of that metric's values over the epochs."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if not any(key in entry for entry in self):
+                raise KeyError(f"no metric {key!r} in the history; metrics: {sorted({k for e in self for k in e})}")
+            return [entry.get(key) for entry in self]
+        return super().__getitem__(key)
+
+
+def _make_optimizer(optimizer, params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        if weight_decay:
+            raise ValueError("give weight_decay to your optimizer instance, not to fit/Trainer")
+        return optimizer
+    if optimizer is None:
+        optimizer = "adam"
+    if isinstance(optimizer, str):
+        names = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        if optimizer.lower() not in names:
+            raise ValueError(f"unknown optimizer {optimizer!r}; use one of {sorted(names)}, a torch.optim class or instance")
+        optimizer = names[optimizer.lower()]
+    if not callable(optimizer):
+        raise TypeError(f"optimizer must be None, a name, a torch.optim class or an instance, got {optimizer!r}")
+    if optimizer is torch.optim.SGD:
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    return optimizer(params, lr=lr, weight_decay=weight_decay)
+
+
+def _make_scheduler(schedule, optimizer: torch.optim.Optimizer, epochs: int):
+    if schedule is None or schedule == "constant":
+        return None
+    if schedule == "linear":
+        # decays to lr / epochs in the last epoch
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0 - e / max(epochs, 1))
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    if callable(schedule):
+        return schedule(optimizer, epochs)
+    raise ValueError(
+        f"schedule must be 'constant', 'linear', 'cosine', None or a callable (optimizer, epochs), got {schedule!r}"
+    )
+
+
+def _hooks(callbacks: Iterable, name: str) -> list[Callable]:
+    return [getattr(cb, name) for cb in callbacks if callable(getattr(cb, name, None))]
+
+
+class Trainer:
+    """Trains any ``EnergyModel`` by the awake-minus-asleep gradient of eq. 4.
+
+    Args:
+        model: the model; its parameters are trained in place.
+        sampler: the MCMC kernel of both phases (default ``ebm.Gibbs()``).
+        method: ``"pcd"`` (persistent chains), ``"cd"`` (chains restart at the batch),
+            ``"replay"`` (replay buffer), or a ``NegativePhase`` instance.
+        k: sampler steps per batch in the model phase (and, when the data phase must sample
+            latent blocks, there too unless ``k_data`` is given).
+        n_chains: number of persistent/replay chains (CD uses one chain per batch row).
+        batch_size: data rows per optimizer step.
+        optimizer: ``None`` (the default, Adam), ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum
+            0.9), a ``torch.optim`` class (called as ``cls(params, lr=lr,
+            weight_decay=weight_decay)``) or an optimizer instance over the model's parameters.
+        lr: learning rate.
+        schedule: per-epoch learning-rate schedule: ``"linear"`` (the default: decays
+            linearly to ``lr / epochs`` in the last epoch), ``"cosine"``, ``"constant"``
+            or a callable ``(optimizer, epochs) -> torch.optim.lr_scheduler``.
+        weight_decay: passed to the optimizer.
+        energy_l2: coefficient of an L2 penalty on the energies of both phases (keeps
+            continuous EBMs from drifting; Du & Mordatch 2019); 0 disables it.
+        clip_grad: clip the gradient norm to this value (``None``: no clipping).
+        free_energy_negatives: when the model's ``free_energy`` sums out the latent blocks,
+            use it for the model phase too (Rao-Blackwellised negatives).
+        k_data: sampler steps for the data-phase latents of models without ``free_energy``.
+        init_bias: before training (not when resuming), call ``model.init_visible_bias(data["v"])``
+            when the model has it (``RBM``: visible biases = data log-odds). Pass ``False``
+            to keep the biases of an already trained model.
+        metrics: ``"auto"`` (every cheap monitor the model supports), ``None`` (only loss and
+            time) or a list from ``"recon"`` (reconstruction error), ``"pseudo_ll"``
+            (pseudo-log-likelihood), ``"log_likelihood"`` (exact, by enumeration). Means per
+            row in nats (``recon``: squared error per row).
+        callbacks: objects with ``on_train_begin``/``on_batch_end``/``on_epoch_end`` (module doc).
+        progress: show a tqdm bar (default: when stderr is a terminal).
+        checkpoint: path of the checkpoint file (``None``: no checkpoints).
+        checkpoint_every: write the checkpoint every this many epochs (and after the last).
+        seed: seed of every random draw of training (shuffling, chains).
+    """
+
+    def __init__(
+        self,
+        model: EnergyModel,
+        sampler: Sampler | None = None,
+        method: str | NegativePhase = "pcd",
+        k: int = 1,
+        n_chains: int = 100,
+        batch_size: int = 100,
+        optimizer=None,
+        lr: float = 0.01,
+        seed: int = 0,
+        *,
+        schedule="linear",
+        weight_decay: float = 0.0,
+        energy_l2: float = 0.0,
+        clip_grad: float | None = None,
+        free_energy_negatives: bool = True,
+        k_data: int | None = None,
+        init_bias: bool = True,
+        metrics="auto",
+        callbacks: Iterable = (),
+        progress: bool | None = None,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 1,
+    ):
+        if not isinstance(model, EnergyModel):
+            raise TypeError(f"model must be an ebm.EnergyModel, got {type(model).__name__}")
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(model).__name__} has no trainable parameters")
+        for label, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr!r}")
+        self.model = model
+        self.sampler = sampler if sampler is not None else Gibbs()
+        self.negatives = negative_phase(method, k, n_chains)
+        self.k_data = k if k_data is None else k_data
+        self.batch_size = batch_size
+        self.optimizer = _make_optimizer(optimizer, params, lr, weight_decay)
+        self.schedule = schedule
+        self.scheduler = None
+        self.energy_l2, self.clip_grad = energy_l2, clip_grad
+        self.free_energy_negatives, self.init_bias = free_energy_negatives, init_bias
+        self.metrics = metrics
+        self.callbacks = list(callbacks)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.checkpoint_every = checkpoint_every
+        self.seed = seed
+        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        self.history = History()
+        self.epoch = 0
+        self.batch = 0
+        self.stop_training = False
+        self._last_checkpoint: int | None = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: parameters, optimizer, schedule, chains,
+        the random stream, the history."""
+        return {
+            "ebm_checkpoint": 1,
+            "model": model_record(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "negatives": self.negatives.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "history": [dict(e) for e in self.history],
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a ``state_dict`` (the scheduler must exist already, i.e. inside ``fit``)."""
+        expected = f"{type(self.model).__module__}:{type(self.model).__qualname__}"
+        if state["model"]["class"] != expected:
+            raise ValueError(f"the checkpoint holds a {state['model']['class']}, not a {expected}")
+        if state["batch_size"] != self.batch_size:
+            raise ValueError(f"the checkpoint was trained with batch_size={state['batch_size']}, not {self.batch_size}")
+        self.model.load_state_dict(state["model"]["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if (state["scheduler"] is None) != (self.scheduler is None):
+            raise ValueError("the checkpoint's learning-rate schedule does not match this trainer's")
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.negatives.load_state_dict(state["negatives"])
+        self.generator.set_state(state["generator"].cpu())
+        self.epoch = state["epoch"]
+        self.history = History(state["history"])
+        self.seed = state["seed"]
+
+    def save_checkpoint(self, path: str | Path | None = None) -> None:
+        """Write the trainer's state to ``path`` (default: the ``checkpoint`` path) atomically."""
+        path = self.checkpoint if path is None else Path(path)
+        atomic_save(self.state_dict(), path)
+        if path == self.checkpoint:
+            self._last_checkpoint = self.epoch
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by ``save_checkpoint`` (a trusted file: the
+        sampler state inside is unpickled)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        state = torch.load(path, map_location=self.model.device, weights_only=False)
+        if not isinstance(state, dict) or "ebm_checkpoint" not in state:
+            raise ValueError(f"{path} is not an ebm training checkpoint")
+        self.load_state_dict(state)
+
+    # ------------------------------------------------------------------ metrics
+    def _available_metrics(self, data: Mapping[str, torch.Tensor]) -> list[str]:
+        model, one = self.model, {k: v[:1] for k, v in data.items()}
+        available, cheap = [], set()
+        try:
+            reconstruction_error(model, one)
+            available.append("recon")
+            cheap.add("recon")
+        except ValueError:
+            pass
+        if all(model.variables[k].discrete for k in data):
+            available.append("pseudo_ll")
+            cheap.add("pseudo_ll")
+        try:
+            subset, _ = exact_plan(model)
+            available.append("log_likelihood")
+            if 2 ** n_bits(model, subset) <= AUTO_EXACT_STATES:
+                cheap.add("log_likelihood")
+        except ValueError:
+            pass
+        if self.metrics == "auto":
+            return [m for m in available if m in cheap]
+        if self.metrics is None:
+            return []
+        requested = [self.metrics] if isinstance(self.metrics, str) else list(self.metrics)
+        for m in requested:
+            if m not in METRICS:
+                raise ValueError(f"unknown metric {m!r}; choose from {METRICS}, 'auto' or None")
+            if m not in available:
+                raise ValueError(f"metric {m!r} is not available for {type(model).__name__} with blocks {list(data)}")
+        return requested
+
+    def _evaluate(self, sets: dict[str, Mapping[str, torch.Tensor]], metrics: list[str]) -> dict[str, float]:
+        out = {}
+        if not metrics:
+            return out
+        model = self.model
+        log_z = log_partition(model) if "log_likelihood" in metrics else None
+        # the pseudo-likelihood's site draws have their own stream: evaluating never
+        # changes the training stream
+        generator = torch.Generator(device=model.device).manual_seed(self.seed + 7919 * self.epoch)
+        for prefix, data in sets.items():
+            if "recon" in metrics:
+                out[prefix + "recon"] = reconstruction_error(model, data).mean().item()
+            if "pseudo_ll" in metrics:
+                rows = {k: v[:AUTO_PL_ROWS] for k, v in data.items()}
+                out[prefix + "pseudo_ll"] = pseudo_log_likelihood(model, rows, AUTO_PL_SITES, generator).mean().item()
+            if "log_likelihood" in metrics:
+                out[prefix + "log_likelihood"] = log_likelihood(model, data, log_z=log_z).mean().item()
+        return out
+
+    # ------------------------------------------------------------------ training
+    def _check_data(self, data, what: str) -> tuple[dict[str, torch.Tensor], int]:
+        if not isinstance(data, Mapping) or not data:
+            raise ValueError(f"{what} must be a non-empty dict of block name -> tensor, e.g. {{'v': X}}")
+        n = self.model.check_state(data, blocks=[k for k in self.model.variables if k in data], what=what)
+        if n < 1:
+            raise ValueError(f"{what} has no rows")
+        return dict(data), n
+
+    def _diverged(self, epoch: int, batch: int, what: str) -> TrainingDiverged:
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self._last_checkpoint is not None:
+            where = f"the last good checkpoint ({self.checkpoint}, epoch {self._last_checkpoint}) is kept"
+        elif self.checkpoint is not None:
+            where = f"no checkpoint had been written yet to {self.checkpoint}"
+        else:
+            where = "no checkpoint was requested (pass checkpoint=path)"
+        return TrainingDiverged(
+            f"training diverged in epoch {epoch}, batch {batch}: {what} became NaN or inf "
+            f"(lr={lr:g}; try a smaller lr, clip_grad, weight_decay or energy_l2); {where}"
+        )
+
+    def _first_bad(self, finite: torch.Tensor, upto: int) -> int | None:
+        bad = (~finite[:upto]).nonzero()
+        return None if bad.numel() == 0 else int(bad[0, 0]) + 1
+
+    def fit(
+        self,
+        data: Mapping[str, torch.Tensor],
+        epochs: int = 20,
+        validation: Mapping[str, torch.Tensor] | None = None,
+        resume: str | Path | None = None,
+    ) -> History:
+        """Train for ``epochs`` epochs (in all, counting those of a resumed checkpoint).
+
+        Args:
+            data: ``{name: (n, *shape)}`` observed blocks (e.g. ``{"v": X}``); blocks the
+                model has but ``data`` lacks are latent.
+            epochs: total number of epochs.
+            validation: held-out data with the same blocks; its metrics get a ``val_`` prefix.
+            resume: a checkpoint path: continue from it exactly as the uninterrupted run would.
+
+        Returns:
+            The ``History`` (also ``trainer.history``).
+
+        Raises:
+            TrainingDiverged: energies or parameters became NaN/inf; names the epoch and batch.
+        """
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+        data, n = self._check_data(data, "data")
+        sets = {"": data}
+        if validation is not None:
+            validation, _ = self._check_data(validation, "validation")
+            if set(validation) != set(data):
+                raise ValueError(f"validation has blocks {sorted(validation)} but data has {sorted(data)}")
+            sets["val_"] = validation
+        model, sampler, generator = self.model, self.sampler, self.generator
+        metrics = self._available_metrics(data)
+        sum_latents = uses_free_energy(model, data)
+        fe_negatives = self.free_energy_negatives and sum_latents
+        self.scheduler = _make_scheduler(self.schedule, self.optimizer, epochs)
+        if resume is not None:
+            self.load_checkpoint(resume)
+            self._last_checkpoint = self.epoch
+        else:
+            if self.init_bias and "v" in data and callable(getattr(model, "init_visible_bias", None)):
+                model.init_visible_bias(data["v"])
+            self.negatives.setup(model, sampler, data, generator)
+        for hook in _hooks(self.callbacks, "on_train_begin"):
+            hook(self)
+        batch_hooks = _hooks(self.callbacks, "on_batch_end")
+        epoch_hooks = _hooks(self.callbacks, "on_epoch_end")
+
+        n_batches = -(-n // self.batch_size)
+        finite = torch.ones(n_batches, dtype=torch.bool, device=model.device)
+        elapsed = self.history[-1].get("time", 0.0) if self.history else 0.0
+        bar = tqdm(
+            total=epochs * n_batches, initial=min(self.epoch, epochs) * n_batches,
+            disable=not self.progress, desc="training", unit="batch",
+        )
+        try:
+            while self.epoch < epochs and not self.stop_training:
+                epoch = self.epoch + 1
+                start = time.perf_counter()
+                loss_sum = torch.zeros((), dtype=model.dtype, device=model.device)
+                finite.fill_(True)
+                order = torch.randperm(n, generator=generator, device=model.device)
+                for b in range(n_batches):
+                    self.batch = b + 1
+                    rows = order[b * self.batch_size : (b + 1) * self.batch_size]
+                    batch = {name: x[rows] for name, x in data.items()}
+                    try:
+                        positive, negatives, loss = self._step(batch, sum_latents, fe_negatives)
+                    except (RuntimeError, ValueError) as error:
+                        # a model or sampler may reject NaN before our per-epoch check sees it
+                        first = self._first_bad(finite, b)
+                        if first is not None:
+                            raise self._diverged(epoch, first, "the energies") from error
+                        raise
+                    finite[b] = torch.isfinite(loss)
+                    loss_sum += loss
+                    for hook in batch_hooks:
+                        hook(self, positive, negatives)
+                    bar.update()
+                first = self._first_bad(finite, n_batches)
+                if first is not None:
+                    raise self._diverged(epoch, first, "the energies")
+                if not all(torch.isfinite(p).all() for p in model.parameters()):
+                    raise self._diverged(epoch, n_batches, "the parameters")
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                elapsed += time.perf_counter() - start
+                self.epoch = epoch
+                entry = {"epoch": epoch, "loss": loss_sum.item() / n_batches, "time": elapsed}
+                entry.update(self._evaluate(sets, metrics))
+                self.history.append(entry)
+                for hook in epoch_hooks:
+                    hook(self, epoch, entry)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k not in ("epoch", "time")}, refresh=False)
+                if self.checkpoint is not None and (epoch % self.checkpoint_every == 0 or epoch == epochs):
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        return self.history
+
+    def _step(self, batch, sum_latents: bool, fe_negatives: bool):
+        model, sampler, generator = self.model, self.sampler, self.generator
+        positive = data_phase(model, sampler, batch, self.k_data, generator, sum_latents)
+        negatives = self.negatives(model, sampler, positive, generator)
+        loss = surrogate(model, positive, negatives, free_energy_negatives=fe_negatives, energy_l2=self.energy_l2)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad)
+        self.optimizer.step()
+        return positive, negatives, loss.detach()
+
+
+def fit(
+    model: EnergyModel,
+    data: Mapping[str, torch.Tensor],
+    sampler: Sampler | None = None,
+    method: str | NegativePhase = "pcd",
+    k: int = 1,
+    epochs: int = 20,
+    batch_size: int = 100,
+    n_chains: int = 100,
+    optimizer=None,
+    lr: float = 0.01,
+    seed: int = 0,
+    *,
+    validation: Mapping[str, torch.Tensor] | None = None,
+    resume: str | Path | None = None,
+    **options,
+) -> History:
+    """Train ``model`` on ``data`` by the awake-minus-asleep gradient of eq. 4.
+
+    ``ebm.fit(rbm, {"v": X}, epochs=..., batch_size=...)`` trains an RBM well without
+    tuning: PCD-1 with 100 chains, Adam at ``lr=0.01`` decayed linearly, visible biases
+    initialised from the data. See ``Trainer`` for every option (``schedule``,
+    ``weight_decay``, ``energy_l2``, ``metrics``, ``callbacks``, ``progress``,
+    ``checkpoint``, ``checkpoint_every``, ...).
+
+    Args:
+        model: the ``EnergyModel`` to train (in place).
+        data: ``{name: (n, *shape)}`` observed blocks; the model's other blocks are latent.
+        sampler: MCMC kernel for both phases (default ``ebm.Gibbs()``).
+        method: ``"pcd"``, ``"cd"``, ``"replay"`` or a ``NegativePhase``.
+        k: sampler steps per batch.
+        epochs: total epochs (including those of a resumed checkpoint).
+        batch_size: rows per optimizer step.
+        n_chains: persistent (or replay) chains.
+        optimizer: ``None`` (Adam), a name, a ``torch.optim`` class or instance.
+        lr: learning rate.
+        seed: seed of all training randomness.
+        validation: held-out data, evaluated every epoch (``val_`` metrics).
+        resume: checkpoint path to continue from.
+
+    Returns:
+        ``History``: one dict of metrics per epoch (``loss``, ``time`` in seconds of training,
+        and ``recon``, ``pseudo_ll``, ``log_likelihood`` where available, in nats per row).
+    """
+    trainer = Trainer(model, sampler, method, k, n_chains, batch_size, optimizer, lr, seed, **options)
+    return trainer.fit(data, epochs, validation=validation, resume=resume)

@@ -17,9 +17,26 @@ def _float(x: torch.Tensor) -> torch.Tensor:
     return x if x.is_floating_point() else x.double()
 
 
+# Elements of pyro's cumulative-minimum intermediate, (n_draws / 2)^2 per site, allowed at once.
+_ESS_WORKSPACE = 2**24
+
+
 def ess(x: torch.Tensor) -> torch.Tensor:
-    """Effective sample size over all chains (Geyer's initial monotone sequence), shape ``x.shape[2:]``."""
-    return stats.effective_sample_size(_float(x), chain_dim=1, sample_dim=0)
+    """Effective sample size over all chains (Geyer's initial monotone sequence), shape ``x.shape[2:]``.
+
+    Sites are processed in chunks: pyro's estimator builds an ``(n_draws/2)^2`` intermediate
+    per site, which for whole blocks at once would not fit in memory.
+    """
+    x = _float(x)
+    if x.shape[0] < 2:
+        raise ValueError(f"ESS needs at least 2 draws per chain, got {x.shape[0]}")
+    sites = x.reshape(x.shape[0], x.shape[1], -1)
+    per_chunk = max(1, _ESS_WORKSPACE // max(1, (x.shape[0] // 2) ** 2))
+    out = [
+        stats.effective_sample_size(sites[..., i : i + per_chunk], chain_dim=1, sample_dim=0)
+        for i in range(0, sites.shape[2], per_chunk)
+    ]
+    return torch.cat(out).reshape(x.shape[2:])
 
 
 def rhat(x: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,13 @@ def autocorrelation(x: torch.Tensor) -> torch.Tensor:
     return stats.autocorrelation(_float(x), dim=0)
 
 
-def mcse(x: torch.Tensor) -> torch.Tensor:
-    """Monte-Carlo standard error of the mean, ``sd / sqrt(ESS)``, shape ``x.shape[2:]``."""
+def mcse(x: torch.Tensor, effective_size: torch.Tensor | None = None) -> torch.Tensor:
+    """Monte-Carlo standard error of the mean, ``sd / sqrt(ESS)``, shape ``x.shape[2:]``.
+
+    Args:
+        x: draws ``(n_draws, n_chains, ...)``.
+        effective_size: ``ess(x)`` when already computed (it is the expensive part).
+    """
     x = _float(x)
-    return x.flatten(0, 1).std(0) / ess(x).clamp_min(1.0).sqrt()
+    effective_size = ess(x) if effective_size is None else effective_size
+    return x.flatten(0, 1).std(0) / effective_size.clamp_min(1.0).sqrt()

@@ -35,11 +35,12 @@ def summarize(x: torch.Tensor) -> dict[str, torch.Tensor]:
     x = x.detach()
     x = x if x.is_floating_point() else x.double()
     enough = x.shape[0] >= 4
+    ess = diagnostics.ess(x)
     return {
         "mean": x.mean((0, 1)),
         "sd": x.flatten(0, 1).std(0),
-        "mcse": diagnostics.mcse(x),
-        "ess": diagnostics.ess(x),
+        "mcse": diagnostics.mcse(x, ess),
+        "ess": ess,
         "rhat": diagnostics.rhat(x) if enough else torch.full(x.shape[2:], float("nan"), dtype=x.dtype, device=x.device),
     }
 

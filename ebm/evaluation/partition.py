@@ -16,13 +16,25 @@ class LogPartition(float):
     Attributes:
         stderr: standard error of the estimate (0 for exact enumeration).
         method: how it was computed.
-        info: extra method-specific records (e.g. AIS weights and their ESS).
+        interval: ``(low, high)`` confidence interval in nats (a point for exact values).
+        ess: effective sample size of importance weights (``None`` where there are none).
+        info: extra method-specific records (e.g. AIS log-weights).
     """
 
-    def __new__(cls, value: float, stderr: float = 0.0, method: str = "exact", **info):
+    def __new__(
+        cls,
+        value: float,
+        stderr: float = 0.0,
+        method: str = "exact",
+        interval: tuple[float, float] | None = None,
+        ess: float | None = None,
+        **info,
+    ):
         self = super().__new__(cls, value)
         self.stderr = float(stderr)
         self.method = method
+        self.interval = (float(value), float(value)) if interval is None else (float(interval[0]), float(interval[1]))
+        self.ess = None if ess is None else float(ess)
         self.info = info
         return self
 
@@ -77,13 +89,17 @@ def log_partition(model: EnergyModel, method: str = "exact", **kwargs) -> LogPar
     Args:
         model: the energy model.
         method: ``"exact"``: enumeration (``chunk_size``, ``max_states`` keywords); raises
-            ``ValueError`` when the state space is too large.
+            ``ValueError`` when the state space is too large. ``"ais"``: annealed importance
+            sampling (``n_betas``, ``n_runs``, ``schedule``, ``data`` or ``base``, ``sampler``,
+            ...; see ``ebm.evaluation.ais.ais_log_partition``).
         **kwargs: passed to the method.
 
     Returns:
-        ``LogPartition``: a float with ``.stderr``.
+        ``LogPartition``: a float with ``.stderr`` (and ``.interval``, ``.ess`` for AIS).
     """
-    methods = {"exact": exact_log_partition}
+    from ebm.evaluation.ais import ais_log_partition  # ais builds on this module
+
+    methods = {"exact": exact_log_partition, "ais": ais_log_partition}
     if method not in methods:
         raise ValueError(f"unknown method {method!r}; choose from {sorted(methods)}")
     return methods[method](model, **kwargs)

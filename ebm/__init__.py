@@ -2,12 +2,16 @@
 
 from ebm import diagnostics, plot
 from ebm.chains import Chains, sample
+from ebm.evaluation.bounds import log_likelihood_bounds
 from ebm.evaluation.metrics import log_likelihood
 from ebm.evaluation.partition import log_partition
 from ebm.io import load
 from ebm.model import EnergyModel
+from ebm.models.centered import CenteredRBM
 from ebm.models.rbm import RBM
 from ebm.samplers.gibbs import Gibbs
+from ebm.samplers.tempering import ParallelTempering
+from ebm.training.centering import Centering
 from ebm.training.trainer import Trainer, fit
 from ebm.variables import Binary, Real, Spin
 
@@ -16,9 +20,12 @@ __version__ = "0.1.0"
 __all__ = [
     "RBM",
     "Binary",
+    "CenteredRBM",
+    "Centering",
     "Chains",
     "EnergyModel",
     "Gibbs",
+    "ParallelTempering",
     "Real",
     "Spin",
     "Trainer",
@@ -26,6 +33,7 @@ __all__ = [
     "fit",
     "load",
     "log_likelihood",
+    "log_likelihood_bounds",
     "log_partition",
     "plot",
     "sample",

@@ -46,6 +46,7 @@ _STYLE = {
 _PANEL = (3.2, 2.0)  # inches of one panel (width, height)
 _MAX_POINTS = 2000  # scatter points drawn per panel; more only hides the density
 _DEFAULT_SITES = 3
+_NOT_METRICS = ("epoch", "time")  # history entries that are bookkeeping, not curves to plot by default
 
 
 # ------------------------------------------------------------------ figure helpers
@@ -410,14 +411,14 @@ def marginals(
                     a.hist(
                         _numpy(ref[:, i]), bins=edges, density=True, histtype="step", color="C3", lw=1.2, label="reference"
                     )
-                a.set_ylabel("density" if j == 0 else "")
+                a.set_ylabel("density")
             else:
                 a.scatter(_numpy(shown[:, j]), _numpy(shown[:, i]), s=3, alpha=0.3, color="C0", lw=0)
                 if ref is not None:
                     r = _subsample(ref, _MAX_POINTS // 4)
                     a.scatter(_numpy(r[:, j]), _numpy(r[:, i]), s=3, alpha=0.5, color="C3", lw=0)
-                a.set_ylabel(labels[i] if j == 0 else "")
-            a.set_xlabel(labels[j] if i == d - 1 or i == j else "")
+                a.set_ylabel(labels[i])
+            a.set_xlabel(labels[j])
     if ref is not None:
         axes[0, 0].legend(loc="upper right")
     return fig
@@ -652,27 +653,32 @@ def _limits(points: np.ndarray | None, dim: int) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ training
+def _number(value: Any) -> float:
+    """A metric value as a float (NaN for a missing one); ``TypeError`` for non-numbers."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, (int, float, np.number)):
+        return float(value)
+    raise TypeError(f"not a number: {value!r}")
+
+
 def _history_columns(history: Any) -> dict[str, list[float]]:
-    rows = getattr(history, "history", history)
-    if isinstance(rows, Mapping):
-        columns = {str(k): list(v) for k, v in rows.items()}
-    elif isinstance(rows, Sequence) and all(isinstance(r, Mapping) for r in rows):
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        columns = {str(k): [r.get(k, float("nan")) for r in rows] for k in keys}
+    """``{metric: values per epoch}`` of the numeric metrics, ``"epoch"`` first when present."""
+    if isinstance(history, Mapping):
+        columns = {str(k): list(v) for k, v in history.items()}
+    elif isinstance(history, Sequence) and history and all(isinstance(r, Mapping) for r in history):
+        keys = list(dict.fromkeys(k for r in history for k in r))
+        columns = {str(k): [r.get(k) for r in history] for k in keys}
     else:
-        raise TypeError(f"history must be a list of per-epoch dicts or a dict of lists, got {type(history).__name__}")
+        raise TypeError(f"history must be a non-empty list of per-epoch dicts or a dict of lists, got {history!r:.80}")
     numeric = {}
     for key, values in columns.items():
-        if key == "epoch":
-            continue
         try:
-            numeric[key] = [float(v) for v in values]
-        except (TypeError, ValueError):
+            numeric[key] = [_number(v) for v in values]
+        except TypeError:
             continue
-    if not numeric:
-        raise ValueError(f"history has no numeric metrics to plot (keys: {list(columns)})")
-    if "epoch" in columns:
-        numeric = {"epoch": [float(v) for v in columns["epoch"]], **numeric}
     return numeric
 
 
@@ -682,24 +688,30 @@ def history(history: Any, keys: Sequence[str] | None = None, *, ax: Axes | None 
 
     Args:
         history: what ``ebm.fit`` returns: a list of per-epoch dicts or a dict of lists
-            (non-numeric entries are skipped; an ``"epoch"`` entry gives the x axis).
-        keys: the metrics to plot (default: all numeric ones).
+            (non-numeric entries are skipped, ``None`` marks an epoch without that metric;
+            an ``"epoch"`` entry gives the x axis).
+        keys: the metrics to plot (default: all numeric ones but ``"time"``).
         ax: draw into this Axes (one metric only).
     """
     columns = _history_columns(history)
     epochs = columns.pop("epoch", None)
-    keys = list(keys) if keys is not None else list(columns)
+    if keys is None:
+        keys = [k for k in columns if k not in _NOT_METRICS]
+    keys = list(keys)
     missing = [k for k in keys if k not in columns]
     if missing:
         raise KeyError(f"history has no numeric metric(s) {missing}; it has {list(columns)}")
+    if not keys:
+        raise ValueError(f"history has no numeric metrics to plot (keys: {list(columns)})")
     ncols = min(3, len(keys))
     nrows = math.ceil(len(keys) / ncols)
     fig, axes = _figure(nrows, ncols, ax, panel=(3.0, 2.2))
     for k, key in enumerate(keys):
         a = axes.flat[k]
-        values = columns[key]
-        x = epochs if epochs is not None and len(epochs) == len(values) else list(range(1, len(values) + 1))
-        a.plot(x, values, marker="o" if len(values) <= 30 else None, ms=3, lw=1.2)
+        y = np.asarray(columns[key])
+        x = np.asarray(epochs) if epochs is not None and len(epochs) == len(y) else np.arange(1, len(y) + 1)
+        shown = np.isfinite(y)  # metrics evaluated on some epochs only are None elsewhere
+        a.plot(x[shown], y[shown], marker="o" if shown.sum() <= 30 else None, ms=3, lw=1.2)
         a.set_xlabel("epoch")
         a.set_ylabel(key)
     for a in axes.flat[len(keys) :]:

@@ -35,6 +35,7 @@ def model_record(model) -> dict:
     return {
         "class": f"{cls.__module__}:{cls.__qualname__}",
         "config": dict(getattr(model, "config", {})),
+        "dtype": str(model.dtype).removeprefix("torch."),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
 
@@ -46,6 +47,10 @@ def model_from_record(record: dict, map_location=None):
     for part in qualname.split("."):
         obj = getattr(obj, part)
     model = obj(**record["config"])
+    # the constructor builds parameters in the default dtype; restore the saved one first
+    dtype = getattr(torch, record.get("dtype", ""), None)
+    if isinstance(dtype, torch.dtype):
+        model.to(dtype)
     model.load_state_dict(record["state_dict"])
     if map_location is not None:
         model.to(map_location)

@@ -107,7 +107,6 @@ def test_load_rejects_files_that_are_not_models(tmp_path):
         ebm.load(path)
 
 
-@pytest.mark.xfail(strict=True, reason="ebm.io rebuilds the model in the default dtype and copies the parameters into it")
 def test_float64_model_keeps_its_dtype(tmp_path):
     rbm = ebm.RBM(4, 2, seed=0).double()
     rbm.save(tmp_path / "r.pt")

@@ -10,6 +10,8 @@ from ebm.model import EnergyModel
 from ebm.models.centered import CenteredRBM
 from ebm.models.rbm import RBM
 from ebm.samplers.gibbs import Gibbs
+from ebm.samplers.hmc import HMC
+from ebm.samplers.langevin import Langevin
 from ebm.samplers.tempering import ParallelTempering
 from ebm.training.centering import Centering
 from ebm.training.trainer import Trainer, fit
@@ -18,6 +20,7 @@ from ebm.variables import Binary, Real, Spin
 __version__ = "0.1.0"
 
 __all__ = [
+    "HMC",
     "RBM",
     "Binary",
     "CenteredRBM",
@@ -25,6 +28,7 @@ __all__ = [
     "Chains",
     "EnergyModel",
     "Gibbs",
+    "Langevin",
     "ParallelTempering",
     "Real",
     "Spin",

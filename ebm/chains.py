@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 
 import torch
@@ -20,8 +21,14 @@ class Chains:
     the data for observed blocks); ``chains.energy`` is ``(n_draws, n_chains)``;
     ``chains.stats`` holds the sampler's per-step records (acceptance probability, accepted
     flag, ...), each ``(n_draws, n_chains)``; ``chains.last`` is the state after the final
-    step, to continue with ``ebm.sample(..., init=chains.last)``.
+    step, to continue with ``ebm.sample(..., init=chains.last)``. For samplers that report
+    ``divergent`` transitions, ``chains.divergences`` counts them per chain ``(n_chains,)``
+    over every post-burn-in step (thinned-out steps included) and ``chains.n_divergent`` is
+    the total.
     """
+
+    #: a chain with at least this many divergent transitions is named in sample()'s warning
+    repeated_divergences = 2
 
     def __init__(
         self,
@@ -31,6 +38,7 @@ class Chains:
         observed: frozenset[str],
         stats: dict[str, torch.Tensor] | None = None,
         sampler_state: SamplerState | None = None,
+        divergences: torch.Tensor | None = None,
     ):
         self.draws = draws
         self.energy = energy
@@ -38,6 +46,12 @@ class Chains:
         self.observed = observed
         self.stats = stats or {}
         self.sampler_state = sampler_state
+        self.divergences = divergences
+
+    @property
+    def n_divergent(self) -> int:
+        """Total divergent transitions after burn-in (0 for samplers that have none)."""
+        return 0 if self.divergences is None else int(self.divergences.sum())
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self.draws:
@@ -223,6 +237,7 @@ def sample(
     }
     energy = torch.empty((n_draws, n_chains), dtype=model.dtype, device=model.device)
     stats: dict[str, torch.Tensor] = {}
+    divergences: torch.Tensor | None = None
 
     with grad_context(), tqdm(total=burn_in + n_steps, disable=not progress, desc="sampling", leave=False) as bar:
         sstate = sampler.init(model, state, obs_names, generator)
@@ -234,6 +249,10 @@ def sample(
         for t in range(n_steps):
             sstate, info = sampler.step(model, sstate, generator, adapt=False)
             bar.update()
+            if "divergent" in info:
+                # Counted on the device every step (thinned steps too); read once at the end.
+                divergent = info["divergent"]
+                divergences = divergent.long() if divergences is None else divergences.add_(divergent)
             if (t + 1) % thin:
                 continue
             i = (t + 1) // thin - 1
@@ -252,4 +271,20 @@ def sample(
         draws[k] = state[k].unsqueeze(0).expand(n_draws, *state[k].shape)
     draws = {k: draws[k] for k in model.variables}
     last = {k: v.detach().clone() for k, v in sstate.state.items()}
-    return Chains(draws, energy, last, obs_names, stats, sstate)
+    chains = Chains(draws, energy, last, obs_names, stats, sstate, divergences)
+    _warn_divergences(chains)
+    return chains
+
+
+def _warn_divergences(chains: Chains) -> None:
+    """Warn, naming the chains that diverged repeatedly, when any transition diverged."""
+    if not chains.n_divergent:
+        return
+    repeated = (chains.divergences >= Chains.repeated_divergences).nonzero().flatten().tolist()
+    named = f"; chain(s) {repeated[:20]}{' ...' if len(repeated) > 20 else ''} diverged repeatedly" if repeated else ""
+    warnings.warn(
+        f"{chains.n_divergent} divergent transition(s) after burn-in (NaN/inf energy or gradient, or a huge "
+        f"energy error), all rejected{named}. Lower the step size, lengthen burn-in, or check the energy.",
+        RuntimeWarning,
+        stacklevel=3,
+    )

@@ -1,0 +1,233 @@
+"""Shared machinery of gradient-based samplers (Langevin, HMC) over the latent ``Real`` blocks.
+
+The sampled blocks are viewed as one flat position ``x`` of shape ``(n_chains, D)``; the
+energy ``E(x)`` (nats) and its gradient ``∂E/∂x`` come from autograd with respect to ``x``
+only, observed and other blocks held fixed. A proposal whose energy or gradient is NaN or
+infinite is *divergent*: it is rejected and counted, and its values never reach the kept
+state (selection is by ``torch.where``, row by row).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+import torch
+
+from ebm.model import EnergyModel, State
+from ebm.samplers.adaptation import AdaptationState, Adapter, initial_step_size
+from ebm.samplers.base import Sampler, SamplerState
+from ebm.variables import Real
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each sampled block sits in the flat position ``(n_chains, D)``."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+    @classmethod
+    def of(cls, model: EnergyModel, observed: Iterable[str], blocks: Iterable[str] | None, sampler: str) -> Layout:
+        """The layout of the blocks a sampler updates: ``blocks`` (default: every non-observed
+        block), which must all be ``Real``. Raises ``ValueError``/``TypeError`` otherwise."""
+        observed = frozenset(observed)
+        variables = model.variables
+        if blocks is None:
+            names = [k for k in variables if k not in observed]
+        else:
+            unknown = [k for k in blocks if k not in variables]
+            if unknown:
+                raise ValueError(f"{sampler} was given unknown block(s) {unknown}; the model has {list(variables)}")
+            names = [k for k in variables if k in blocks and k not in observed]
+        if not names:
+            raise ValueError(f"{sampler} has no block to sample: every block it may update is observed")
+        for name in names:
+            if not isinstance(variables[name], Real):
+                raise TypeError(
+                    f"{sampler} samples Real blocks only; block '{name}' is {variables[name]!r}. "
+                    f"Use ebm.Composite({{'{name}': ebm.Gibbs(), ...}}) to mix samplers."
+                )
+        shapes = tuple(variables[k].shape for k in names)
+        return cls(tuple(names), shapes, tuple(math.prod(s) for s in shapes))
+
+    def flatten(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``(n_chains, D)`` position from the sampled blocks of ``state`` (no copy for one flat block)."""
+        parts = [state[k].reshape(state[k].shape[0], -1) for k in self.names]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def unflatten(self, position: torch.Tensor, state: Mapping[str, torch.Tensor]) -> State:
+        """``state`` with the sampled blocks replaced by views of ``position``."""
+        out = dict(state)
+        n = position.shape[0]
+        for name, shape, part in zip(self.names, self.shapes, position.split(self.sizes, dim=1), strict=True):
+            out[name] = part.reshape(n, *shape)
+        return out
+
+
+def energy_and_grad(
+    model: EnergyModel, layout: Layout, state: Mapping[str, torch.Tensor], position: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``E`` of shape ``(n_chains,)`` and ``∂E/∂x`` of shape ``(n_chains, D)`` at ``position``.
+
+    Autograd runs with respect to the position only: the model's parameters are not
+    differentiated, so sampling inside a training step leaves their ``.grad`` untouched.
+    """
+    with torch.enable_grad():
+        x = position.detach().requires_grad_(True)
+        energy = model.energy(layout.unflatten(x, state))
+        (grad,) = torch.autograd.grad(energy.sum(), x)
+    return energy.detach(), grad
+
+
+def finite_rows(energy: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``(n_chains,)`` bool: the energy and every gradient component of a row are finite."""
+    return torch.isfinite(energy) & torch.isfinite(grad).all(-1)
+
+
+@dataclass
+class GradientState(SamplerState):
+    """State of a gradient-based sampler.
+
+    Attributes:
+        layout: where the sampled blocks sit in ``position``.
+        position: ``(n_chains, D)`` flat sampled blocks.
+        energy: ``(n_chains,)`` energy of the full state, nats.
+        grad: ``(n_chains, D)`` ``∂E/∂x`` at ``position``.
+        step_size: ``(n_chains, 1)`` per chain or ``(1, 1)`` shared.
+        inv_mass: ``(n_chains, D)`` per chain or ``(1, D)`` shared diagonal inverse mass.
+        adaptation: warm-up bookkeeping (``None`` once adaptation has ended).
+    """
+
+    layout: Layout | None = None
+    position: torch.Tensor | None = None
+    energy: torch.Tensor | None = None
+    grad: torch.Tensor | None = None
+    step_size: torch.Tensor | None = None
+    inv_mass: torch.Tensor | None = None
+    adaptation: AdaptationState | None = None
+
+
+class GradientSampler(Sampler):
+    """Base of samplers that move the latent ``Real`` blocks along ``-∂E/∂x``.
+
+    Subclasses implement ``transition`` (one proposal and its acceptance); this class does
+    the layout, cached energies and gradients, warm-up adaptation and bookkeeping.
+    """
+
+    needs_grad = True
+    #: acceptance probability the step-size adaptation aims for
+    target_accept: float = 0.65
+
+    def __init__(
+        self,
+        step_size: float,
+        *,
+        adapt_step_size: bool = True,
+        adapt_mass: bool = True,
+        per_chain: bool = False,
+        mass_estimator: str = "gradient",
+        target_accept: float | None = None,
+        blocks: Iterable[str] | None = None,
+    ):
+        self.step_size = initial_step_size(step_size)
+        self.blocks = None if blocks is None else tuple(blocks)
+        self.adapter = Adapter(
+            self.target_accept if target_accept is None else target_accept,
+            step_size=adapt_step_size,
+            mass=adapt_mass,
+            per_chain=per_chain,
+            mass_estimator=mass_estimator,
+        )
+
+    def init(self, model, state, observed=(), generator=None) -> GradientState:
+        observed = frozenset(observed)
+        layout = Layout.of(model, observed, self.blocks, type(self).__name__)
+        position = layout.flatten(state).detach()
+        energy, grad = energy_and_grad(model, layout, state, position)
+        n = position.shape[0]
+        if energy.shape != (n,):
+            raise ValueError(f"{type(model).__name__}.energy must return shape ({n},), got {tuple(energy.shape)}")
+        bad = (~finite_rows(energy, grad)).nonzero().flatten()
+        if bad.numel():
+            raise ValueError(
+                f"the initial energy or its gradient is NaN/inf for chain(s) {bad[:10].tolist()}"
+                f"{' ...' if bad.numel() > 10 else ''}; start from a state where the energy is finite"
+            )
+        rows = n if self.adapter.per_chain else 1
+        step_size = torch.full((rows, 1), self.step_size, dtype=position.dtype, device=position.device)
+        inv_mass = torch.ones((rows, layout.size), dtype=position.dtype, device=position.device)
+        adaptation = self.adapter.start(step_size) if self.adapter.active else None
+        return GradientState(
+            layout.unflatten(position, state), observed, layout, position, energy, grad, step_size, inv_mass, adaptation
+        )
+
+    def rebase(self, model: EnergyModel, sampler_state: GradientState, state: State) -> GradientState:
+        """Continue from ``state`` whose other (non-sampled) blocks may have changed, e.g. after
+        another sampler of a composite moved them: the cached energy and gradient are redone."""
+        layout = sampler_state.layout
+        position = layout.flatten(state).detach()
+        energy, grad = energy_and_grad(model, layout, state, position)
+        return replace(sampler_state, state=dict(state), position=position, energy=energy, grad=grad)
+
+    def transition(
+        self, model: EnergyModel, s: GradientState, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Propose and accept/reject. Returns ``(position, energy, grad, info)`` of the next
+        state; ``info`` holds at least ``accept_prob`` and ``divergent``."""
+        raise NotImplementedError
+
+    def step(self, model, sampler_state, generator=None, adapt=False):
+        s = sampler_state
+        position, energy, grad, info = self.transition(model, s, generator)
+        step_size, inv_mass = s.step_size, s.inv_mass
+        if adapt and s.adaptation is not None:
+            step_size, inv_mass = self.adapter.update(s.adaptation, info["accept_prob"], position, grad, step_size, inv_mass)
+        info["energy"] = energy
+        info["step_size"] = s.step_size.reshape(-1).expand(position.shape[0])
+        new = replace(
+            s,
+            state=s.layout.unflatten(position, s.state),
+            position=position,
+            energy=energy,
+            grad=grad,
+            step_size=step_size,
+            inv_mass=inv_mass,
+        )
+        return new, info
+
+    def end_adaptation(self, model, sampler_state):
+        s = sampler_state
+        if s.adaptation is None:
+            return s
+        return replace(s, step_size=self.adapter.finish(s.adaptation, s.step_size), adaptation=None)
+
+    def normal(self, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Standard normal noise shaped like ``like``."""
+        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def metropolis_accept(
+        log_ratio: torch.Tensor, finite: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Metropolis-Hastings decision from ``log_ratio = log [π(x') q(x|x') / π(x) q(x'|x)]``.
+
+        Non-finite proposals get acceptance probability 0. Returns ``(accept_prob, accepted)``,
+        both ``(n_chains,)``.
+        """
+        log_ratio = torch.where(finite & ~torch.isnan(log_ratio), log_ratio, -math.inf)
+        accept_prob = log_ratio.clamp(max=0.0).exp()
+        u = torch.rand(log_ratio.shape, generator=generator, dtype=log_ratio.dtype, device=log_ratio.device)
+        return accept_prob, u < accept_prob
+
+
+def select(accepted: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Rows of ``new`` where ``accepted`` (``(n_chains,)``), else of ``old``."""
+    mask = accepted.reshape(-1, *([1] * (new.dim() - 1)))
+    return torch.where(mask, new, old)

@@ -8,7 +8,11 @@ from ebm.evaluation.partition import log_partition
 from ebm.io import load
 from ebm.model import EnergyModel
 from ebm.models.centered import CenteredRBM
+from ebm.models.gaussian_rbm import GaussianRBM
+from ebm.models.linear_gaussian import LinearGaussian
+from ebm.models.mlp import MLPEnergy
 from ebm.models.rbm import RBM
+from ebm.samplers.composite import Composite
 from ebm.samplers.gibbs import Gibbs
 from ebm.samplers.hmc import HMC
 from ebm.samplers.langevin import Langevin
@@ -26,9 +30,13 @@ __all__ = [
     "CenteredRBM",
     "Centering",
     "Chains",
+    "Composite",
     "EnergyModel",
+    "GaussianRBM",
     "Gibbs",
     "Langevin",
+    "LinearGaussian",
+    "MLPEnergy",
     "ParallelTempering",
     "Real",
     "Spin",

@@ -11,6 +11,16 @@ import ebm
 from ebm.diagnostics import mcse
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Small per-step tensors run faster on one thread, and far faster on a loaded machine
+    where a second thread waits at every parallel region; the thread count is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class DiagonalGaussian(ebm.EnergyModel):
     """``E(x) = Σ (x - μ)² / 2σ²`` over one ``Real(d)`` block."""
 

@@ -168,13 +168,15 @@ class GradientSampler(Sampler):
             layout.unflatten(position, state), observed, layout, position, energy, grad, step_size, inv_mass, adaptation
         )
 
-    def rebase(self, model: EnergyModel, sampler_state: GradientState, state: State) -> GradientState:
-        """Continue from ``state`` whose other (non-sampled) blocks may have changed, e.g. after
-        another sampler of a composite moved them: the cached energy and gradient are redone."""
+    def refresh(self, model: EnergyModel, sampler_state: GradientState) -> GradientState:
+        """Redo the cached energy and gradient from ``sampler_state.state``: call it after the
+        model's parameters changed (a training step) or after another sampler of a composite
+        moved the other blocks."""
         layout = sampler_state.layout
+        state = sampler_state.state
         position = layout.flatten(state).detach()
         energy, grad = energy_and_grad(model, layout, state, position)
-        return replace(sampler_state, state=dict(state), position=position, energy=energy, grad=grad)
+        return replace(sampler_state, position=position, energy=energy, grad=grad)
 
     def transition(
         self, model: EnergyModel, s: GradientState, generator: torch.Generator | None

@@ -1,0 +1,118 @@
+"""Gaussian-Bernoulli RBM: real-valued visible ``v``, binary hidden ``h``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Normal
+from torch.nn.functional import softplus
+
+from ebm.model import EnergyModel
+from ebm.variables import Binary, Real
+
+
+class GaussianRBM(EnergyModel):
+    """Gaussian-Bernoulli RBM (Hinton & Salakhutdinov 2006; Cho et al. 2011)::
+
+        E(v, h) = Σᵢ (vᵢ − aᵢ)² / 2σᵢ² − bᵀh − (v/σ)ᵀ W h
+
+    Blocks ``"v"`` (``Real(n_visible)``) and ``"h"`` (``Binary(n_hidden)``). Parameters ``W``
+    ``(n_visible, n_hidden)``, ``a`` ``(n_visible,)``, ``b`` ``(n_hidden,)`` and the per-unit
+    ``log_sigma`` ``(n_visible,)`` (a parameter when ``learn_sigma``, else a buffer).
+
+    Conditionals: ``p(v | h) = N(a + σ ⊙ Wh, σ²)``, ``p(h | v) = Bernoulli(sigmoid(b + (v/σ)ᵀW))``.
+    Free energies (nats): ``F(v) = Σ (v − a)²/2σ² − Σⱼ softplus(b + (v/σ)ᵀW)ⱼ`` and, with ``v``
+    integrated out, ``F(h) = −bᵀh − (a/σ)ᵀWh − |Wh|²/2 − Σ log σᵢ − (n_visible/2) log 2π``.
+    ``F(h)`` makes ``ebm.log_partition(model)`` exact by enumerating the ``2^n_hidden``
+    hidden states, and ``ebm.log_likelihood(model, {"v": X})`` a density in nats.
+
+    Preprocessing: standardise each visible unit to zero mean and unit variance (e.g.
+    ``(X − X.mean(0)) / X.std(0)``) and keep ``σ = 1`` fixed (the default). Training on raw
+    scales, or learning ``σ`` from the start, lets ``σ`` collapse onto the data and the
+    energy blow up (a known failure of Gaussian RBMs); with ``learn_sigma=True`` use a small
+    learning rate.
+
+    Args:
+        n_visible: number of real visible units.
+        n_hidden: number of binary hidden units.
+        sigma: initial (or fixed) standard deviation of every visible unit.
+        learn_sigma: train ``log σ`` (True) or keep it fixed (False).
+        init_std: standard deviation of the initial Gaussian weights.
+        seed: seed of the weight initialisation (``None``: torch's global generator).
+    """
+
+    def __init__(
+        self,
+        n_visible: int,
+        n_hidden: int,
+        sigma: float = 1.0,
+        learn_sigma: bool = False,
+        init_std: float = 0.01,
+        seed: int | None = None,
+    ):
+        super().__init__(v=Real(n_visible), h=Binary(n_hidden))
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma!r}")
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        self.W = nn.Parameter(torch.randn(n_visible, n_hidden, generator=generator) * init_std)
+        self.a = nn.Parameter(torch.zeros(n_visible))
+        self.b = nn.Parameter(torch.zeros(n_hidden))
+        log_sigma = torch.full((n_visible,), math.log(sigma))
+        if learn_sigma:
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """Per-unit standard deviations ``σ``, shape ``(n_visible,)``."""
+        return self.log_sigma.exp()
+
+    def energy(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``E(v, h)``, shape ``(batch,)``, nats."""
+        v, h = state["v"], state["h"]
+        sigma = self.sigma
+        quadratic = 0.5 * ((v - self.a) / sigma).square().sum(-1)
+        return quadratic - h @ self.b - ((v / sigma) @ self.W * h).sum(-1)
+
+    def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
+        """``b + (v/σ)ᵀW``, shape ``(batch, n_hidden)``."""
+        return torch.addmm(self.b, v / self.sigma, self.W)
+
+    def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
+        """``E[v | h] = a + σ ⊙ Wh``, shape ``(batch, n_visible)``."""
+        return self.a + self.sigma * (h @ self.W.T)
+
+    def conditional(self, name: str, state: Mapping[str, torch.Tensor]):
+        """``p(h | v)`` (factorised Bernoulli) or ``p(v | h)`` (factorised Normal)."""
+        if name == "h":
+            return Bernoulli(logits=self.hidden_logits(state["v"]), validate_args=False)
+        if name == "v":
+            mean = self.visible_mean(state["h"])
+            return Normal(mean, self.sigma.expand_as(mean), validate_args=False)
+        raise KeyError(f"GaussianRBM has no block '{name}'")
+
+    def free_energy(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``F(v)`` for ``{"v"}`` (h summed out) or ``F(h)`` for ``{"h"}`` (v integrated out); ``(batch,)``."""
+        keys = set(state)
+        if keys == {"v"}:
+            v = state["v"]
+            quadratic = 0.5 * ((v - self.a) / self.sigma).square().sum(-1)
+            return quadratic - softplus(self.hidden_logits(v)).sum(-1)
+        if keys == {"h"}:
+            h = state["h"]
+            wh = h @ self.W.T
+            log_norm = self.log_sigma.sum() + 0.5 * self.n_visible * math.log(2 * math.pi)
+            return -(h @ self.b) - wh @ (self.a / self.sigma) - 0.5 * wh.square().sum(-1) - log_norm
+        raise NotImplementedError(f"GaussianRBM.free_energy takes exactly one of the blocks 'v' or 'h', got {sorted(keys)}")
+
+    @property
+    def n_visible(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def n_hidden(self) -> int:
+        return self.W.shape[1]

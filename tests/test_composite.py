@@ -1,0 +1,73 @@
+"""The composite sampler: Gibbs for a binary block with Langevin/HMC for a real one, checked
+against exact moments of a small Gaussian RBM (hidden states enumerated)."""
+
+import pytest
+import torch
+from test_langevin import single_thread, z_threshold
+
+import ebm
+from ebm.diagnostics import mcse
+from ebm.evaluation.enumeration import enumerate_states
+
+__all__ = ["single_thread"]
+
+
+def small_grbm():
+    model = ebm.GaussianRBM(3, 4, init_std=0.6, seed=0)
+    with torch.no_grad():
+        model.a.copy_(torch.tensor([0.5, -0.5, 0.0]))
+        model.b.copy_(torch.tensor([0.3, -0.2, 0.1, 0.0]))
+        model.log_sigma.copy_(torch.tensor([0.0, -0.3, 0.3]))
+    return model
+
+
+def exact_means(model):
+    """E[v] and E[h] by enumerating h: p(h) ∝ exp(−F(h)), E[v | h] = a + σ ⊙ Wh."""
+    (h,) = (s["h"] for s in enumerate_states(model, ["h"]))
+    with torch.no_grad():
+        p = torch.softmax(-model.free_energy({"h": h}).double(), 0)
+        mean_v = p @ model.visible_mean(h).double()
+    return mean_v, p @ h.double()
+
+
+@pytest.mark.parametrize("part", [ebm.Langevin(0.1), ebm.HMC(0.2, 4)], ids=["mala", "hmc"])
+def test_composite_matches_exact_grbm_means(part):
+    model = small_grbm()
+    sampler = ebm.Composite({"h": ebm.Gibbs(), "v": part})
+    chains = ebm.sample(model, sampler, n_chains=200, n_steps=300, burn_in=200, seed=0)
+    mean_v, mean_h = exact_means(model)
+    draws_v, draws_h = chains["v"].double(), chains["h"].double()
+    z = torch.cat(
+        [
+            (draws_v.mean((0, 1)) - mean_v).abs() / mcse(draws_v),
+            (draws_h.mean((0, 1)) - mean_h).abs() / mcse(draws_h),
+        ]
+    )
+    assert z.max() < z_threshold(z.numel()), z
+    assert "v:accept_prob" in chains.stats and "divergent" in chains.stats
+    torch.testing.assert_close(
+        chains.energy, model.energy({"v": chains["v"].flatten(0, 1), "h": chains["h"].flatten(0, 1)}).view(300, 200)
+    )
+
+
+def test_composite_with_observed_block_skips_it():
+    model = small_grbm()
+    v = torch.tensor([[0.2, -1.0, 0.5]])
+    sampler = ebm.Composite({"h": ebm.Gibbs(), "v": ebm.Langevin(0.1)})
+    chains = ebm.sample(model, sampler, n_chains=300, n_steps=100, observed={"v": v}, seed=1)
+    exact = torch.sigmoid(model.hidden_logits(v)).detach().double().squeeze(0)
+    draws = chains["h"].double()
+    z = (draws.mean((0, 1)) - exact).abs() / mcse(draws)
+    assert z.max() < z_threshold(z.numel()), z
+
+
+def test_composite_errors():
+    model = small_grbm()
+    with pytest.raises(ValueError, match="no sampler"):
+        ebm.sample(model, ebm.Composite({"h": ebm.Gibbs()}), n_chains=2, n_steps=1)
+    with pytest.raises(ValueError, match="more than one"):
+        ebm.Composite({"h": ebm.Gibbs(), ("h", "v"): ebm.HMC()})
+    with pytest.raises(ValueError, match="unknown"):
+        ebm.sample(model, ebm.Composite({"h": ebm.Gibbs(), "v": ebm.HMC(), "y": ebm.HMC()}), n_chains=2, n_steps=1)
+    with pytest.raises(TypeError, match="Real blocks only"):
+        ebm.sample(model, ebm.Composite({"h": ebm.Langevin(), "v": ebm.Gibbs()}), n_chains=2, n_steps=1)

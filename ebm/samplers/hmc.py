@@ -65,6 +65,10 @@ class HMC(GradientSampler):
     Args:
         step_size: initial leapfrog step ``ε``.
         n_leapfrog: leapfrog steps per trajectory (one gradient evaluation each).
+        jitter: each chain's step size is drawn uniformly from ``ε (1 ± jitter)`` at every
+            step (Neal 2011, section 5.4.2.2). A fixed ``ε n_leapfrog`` can be close to a
+            period of the target's dynamics, which makes draws nearly repeat and acceptance
+            a ragged function of ``ε``; randomising it removes both. 0 turns it off.
         adapt_step_size, adapt_mass, per_chain, mass_estimator: warm-up tuning; see
             ``ebm.samplers.adaptation``.
         target_accept: default 0.65 (Beskos et al. 2013).
@@ -81,6 +85,7 @@ class HMC(GradientSampler):
         step_size: float = 0.1,
         n_leapfrog: int = 10,
         *,
+        jitter: float = 0.2,
         adapt_step_size: bool = True,
         adapt_mass: bool = True,
         per_chain: bool = False,
@@ -99,17 +104,24 @@ class HMC(GradientSampler):
             target_accept=target_accept,
             blocks=blocks,
         )
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
         self.n_leapfrog = n_leapfrog
+        self.jitter = float(jitter)
 
     def transition(self, model, s: GradientState, generator):
         x, energy, grad = s.position, s.energy, s.grad
         noise = self.normal(x, generator)
         momentum = noise / s.inv_mass.sqrt()
+        step_size = s.step_size
+        if self.jitter:
+            u = torch.rand((x.shape[0], 1), generator=generator, dtype=x.dtype, device=x.device)
+            step_size = step_size * (1 + self.jitter * (2 * u - 1))
 
         def potential(position):
             return energy_and_grad(model, s.layout, s.state, position)
 
-        new_x, new_p, new_energy, new_grad = leapfrog(potential, x, momentum, grad, s.step_size, s.inv_mass, self.n_leapfrog)
+        new_x, new_p, new_energy, new_grad = leapfrog(potential, x, momentum, grad, step_size, s.inv_mass, self.n_leapfrog)
         kinetic_change = 0.5 * ((new_p.square() * s.inv_mass).sum(-1) - noise.square().sum(-1))
         energy_error = new_energy - energy + kinetic_change
         finite = finite_rows(new_energy, new_grad)

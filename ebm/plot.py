@@ -229,7 +229,9 @@ def autocorrelation(
 
     Args:
         chains: ``Chains``, a tensor ``(n_draws, n_chains, ...)``, or ``{label: tensor}``.
-        what, coords: what to plot (see the module docstring).
+        what: what to plot (see the module docstring); default: the energy and the first
+            sites of the first sampled block.
+        coords: sites of a block to plot (flat indices or index tuples); default the first 3.
         max_lag: largest lag shown, in draws.
         ax: draw into this Axes.
     """
@@ -261,7 +263,9 @@ def running_mean(
 
     Args:
         chains: ``Chains``, a tensor ``(n_draws, n_chains, ...)``, or ``{label: tensor}``.
-        what, coords: what to plot (see the module docstring).
+        what: what to plot (see the module docstring); default: the energy and the first
+            sites of the first sampled block.
+        coords: sites of a block to plot (flat indices or index tuples); default the first 3.
         max_chains: at most this many single-chain curves are drawn.
         ax: draw into this Axes (single series only).
     """
@@ -600,7 +604,8 @@ def density_2d(
             ``free_energy`` sums them out), or a callable ``(N, 2) -> (N,)`` energies in nats.
         samples: ``Chains`` or points ``(n, 2)`` / ``(n_draws, n_chains, 2)`` to scatter.
         block: the model's 2-D block (needed when there are several).
-        xlim, ylim: grid limits (default: from the samples' range, else ±4).
+        xlim: limits of the grid's first coordinate (default: from the samples' range, else ±4).
+        ylim: limits of the second coordinate (default as for ``xlim``).
         resolution: grid points per axis.
         log: show ``-E - log Z`` (log density) instead of the density.
         ax: draw into this Axes.

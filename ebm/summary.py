@@ -46,8 +46,9 @@ def summarize(x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def sampler_statistics(stats: dict[str, torch.Tensor]) -> dict[str, float | int]:
-    """Digest of the per-draw sampler records in ``chains.stats``: means, and counts of
-    divergences; the names follow the records (``accept_prob`` -> ``acceptance``)."""
+    """Digest of the per-draw sampler records in ``chains.stats``: means (of the finite
+    values), and counts of divergences; the names follow the records (``accept_prob`` ->
+    ``acceptance``)."""
     out: dict[str, float | int] = {}
     for key, value in stats.items():
         if key == "divergent":
@@ -59,7 +60,9 @@ def sampler_statistics(stats: dict[str, torch.Tensor]) -> dict[str, float | int]
         elif key == "step_size":
             out["step size"] = value.double().mean().item()
         else:
-            out[f"mean {key}"] = value.double().mean().item()
+            # divergent transitions record inf/NaN energy errors; average the finite ones
+            finite = value.double()[value.double().isfinite()]
+            out[f"mean {key}"] = finite.mean().item() if finite.numel() else float("nan")
     return out
 
 

@@ -1,0 +1,509 @@
+"""The ``ebm`` command: ``train``, ``sample``, ``evaluate``, ``plot`` and ``demo``.
+
+A training run is a directory: ``model.pt`` (``ebm.load``), ``history.json`` (one dict of
+metrics per epoch), ``run.json`` (the settings), ``checkpoint.pt`` (to ``--resume``), and
+after ``ebm sample`` or ``ebm demo`` ``chains.pt`` (the draws, ``load_chains``). ``ebm plot``
+turns a run directory or a chains file into PNG files.
+
+Errors in arguments or inputs are one line on stderr and a non-zero exit status: 2 for a
+bad command line, 1 for anything that fails afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+import ebm
+from ebm.chains import Chains
+from ebm.datasets import bars_and_stripes, digits, mnist
+from ebm.io import atomic_save
+from ebm.training.trainer import History
+
+DATASETS = ("digits", "mnist", "bars-and-stripes")
+MODELS = {"rbm": ebm.RBM, "centered-rbm": ebm.CenteredRBM}
+SAMPLERS = ("gibbs", "langevin", "hmc")
+MODEL_FILE, HISTORY_FILE, RUN_FILE, CHAINS_FILE, CHECKPOINT_FILE = (
+    "model.pt",
+    "history.json",
+    "run.json",
+    "chains.pt",
+    "checkpoint.pt",
+)
+#: what the per-epoch lines and the training curve show, in this order of preference
+_METRIC_LABELS = {
+    "log_likelihood": "train LL",
+    "val_log_likelihood": "test LL",
+    "pseudo_ll": "train PL",
+    "val_pseudo_ll": "test PL",
+    "recon": "recon",
+}
+
+
+class CommandError(Exception):
+    """A failure to report to the user as one line, without a traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # One line instead of argparse's usage dump: the usage is one --help away.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------ argument types
+def _number(kind: type, low: float, inclusive: bool) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {low}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = _number(int, 1, True)
+nonnegative_int = _number(int, 0, True)
+positive_float = _number(float, 0.0, False)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    return device
+
+
+# ------------------------------------------------------------------ data and run files
+def load_dataset(name: str, split: str, root: str | None = None, binarize: str = "threshold") -> torch.Tensor:
+    """Binary training data ``(n, n_visible)`` of a named dataset: ``split`` is train or test."""
+    if name == "digits":
+        return digits(split)[0]
+    if name == "mnist":
+        return mnist(split, root=root, binarize=binarize)[0]
+    if name == "bars-and-stripes":
+        # every pattern is both the training and the test set: the target is the uniform distribution over them
+        return bars_and_stripes(4)
+    raise CommandError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+
+
+def save_chains(chains: Chains, path: str | Path) -> None:
+    """Write the draws, energies and sampler statistics of ``chains`` (atomic ``torch.save``)."""
+    record = {
+        "ebm_chains": 1,
+        "draws": {k: v.detach().cpu() for k, v in chains.draws.items() if k not in chains.observed},
+        "energy": chains.energy.detach().cpu(),
+        "stats": {k: v.detach().cpu() for k, v in chains.stats.items()},
+    }
+    atomic_save(record, path)
+
+
+def load_chains(path: str | Path) -> Chains:
+    """Read chains written by ``save_chains`` (``ebm sample``), as ``Chains``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CommandError(f"no chains file at {path}")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises assorted types for a non-torch file
+        raise CommandError(f"{path} is not a chains file written by 'ebm sample' ({error})") from None
+    if not isinstance(record, dict) or "ebm_chains" not in record:
+        raise CommandError(f"{path} is not a chains file written by 'ebm sample'")
+    last = {k: v[-1] for k, v in record["draws"].items()}
+    return Chains(record["draws"], record["energy"], last, frozenset(), record["stats"])
+
+
+def _model_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    if not path.is_file():
+        raise CommandError(f"no model at {path} (give a model file or a run directory holding {MODEL_FILE})")
+    return path
+
+
+def _load_model(path: Path, device: torch.device) -> ebm.EnergyModel:
+    try:
+        return ebm.load(path, map_location=device)
+    except (ValueError, KeyError, RuntimeError, ModuleNotFoundError, AttributeError) as error:
+        raise CommandError(f"cannot load a model from {path}: {error}") from None
+
+
+def _run_settings(model_path: Path) -> dict:
+    run_file = model_path.parent / RUN_FILE
+    return json.loads(run_file.read_text()) if run_file.is_file() else {}
+
+
+def _write_json(obj, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------ training
+class EpochPrinter:
+    """Training callback printing one line of metrics (nats per row) per epoch."""
+
+    def __init__(self, epochs: int, stream=None):
+        self.epochs, self.stream = epochs, stream or sys.stdout
+
+    def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
+        keys = [k for k in _METRIC_LABELS if k in metrics]
+        if "log_likelihood" in metrics:
+            keys = [k for k in keys if "pseudo_ll" not in k]
+        parts = [f"{_METRIC_LABELS[k]} {metrics[k]:8.3f}" for k in keys]
+        width = len(str(self.epochs))
+        print(
+            f"epoch {epoch:>{width}}/{self.epochs}  " + "  ".join(parts) + f"  ({metrics['time']:.1f} s)",
+            file=self.stream,
+            flush=True,
+        )
+
+
+def training_curve(history: Sequence[dict]):
+    """The training curve as a Figure: train and test log-likelihood on one panel when the
+    history has them, else one panel per monitored metric."""
+    from matplotlib.figure import Figure
+
+    from ebm import plot
+
+    present = {k for entry in history for k in entry}
+    if "log_likelihood" not in present:
+        keys = [k for k in _METRIC_LABELS if k in present] or ["loss"]
+        return plot.history(history, keys)
+    fig = Figure(figsize=(4.5, 3.0), layout="constrained")
+    ax = fig.add_subplot()
+    for key, label in (("log_likelihood", "train"), ("val_log_likelihood", "test")):
+        if key in present:
+            plot.history(history, [key], ax=ax)
+            ax.lines[-1].set_label(label)
+    ax.set_ylabel("exact log-likelihood (nats per row)")
+    ax.legend()
+    return fig
+
+
+def _save_figure(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def train_run(
+    model: ebm.EnergyModel,
+    train: torch.Tensor,
+    test: torch.Tensor,
+    out: Path,
+    *,
+    settings: dict,
+    method: str,
+    k: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    n_chains: int,
+    seed: int,
+    metrics="auto",
+    resume: bool = False,
+) -> History:
+    """Train ``model`` into the run directory ``out`` and write model, history and settings."""
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / CHECKPOINT_FILE
+    if resume and not checkpoint.is_file():
+        raise CommandError(f"--resume: no checkpoint at {checkpoint}")
+    callbacks = [EpochPrinter(epochs)]
+    if isinstance(model, ebm.CenteredRBM):
+        callbacks.insert(0, ebm.Centering())
+    _write_json(settings, out / RUN_FILE)
+    history = ebm.fit(
+        model,
+        {"v": train},
+        method=method,
+        k=k,
+        epochs=epochs,
+        batch_size=batch_size,
+        n_chains=n_chains,
+        lr=lr,
+        seed=seed,
+        validation={"v": test},
+        metrics=metrics,
+        callbacks=callbacks,
+        checkpoint=checkpoint,
+        resume=checkpoint if resume else None,
+    )
+    model.save(out / MODEL_FILE)
+    _write_json(list(history), out / HISTORY_FILE)
+    return history
+
+
+def cmd_train(args) -> None:
+    device = _device(args.device)
+    train = load_dataset(args.dataset, "train", args.data_root, args.binarize).to(device)
+    test = load_dataset(args.dataset, "test", args.data_root, args.binarize).to(device)
+    model = MODELS[args.model](train.shape[1], args.hidden, seed=args.seed).to(device)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    print(f"training {args.model} ({train.shape[1]} visible, {args.hidden} hidden) on {args.dataset}: {len(train)} rows")
+    train_run(
+        model,
+        train,
+        test,
+        args.out,
+        settings=settings,
+        method=args.method,
+        k=args.k,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        n_chains=args.chains,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    print(f"wrote {MODEL_FILE}, {HISTORY_FILE} and {RUN_FILE} to {args.out}")
+
+
+# ------------------------------------------------------------------ sampling and evaluation
+def _sampler(name: str, step_size: float):
+    if name == "gibbs":
+        return ebm.Gibbs()
+    if name == "langevin":
+        return ebm.Langevin(step_size)
+    return ebm.HMC(step_size, n_leapfrog=10)
+
+
+def cmd_sample(args) -> None:
+    model_path = _model_path(args.model)
+    model = _load_model(model_path, _device(args.device))
+    out = args.out or model_path.parent / CHAINS_FILE
+    chains = ebm.sample(
+        model,
+        _sampler(args.sampler, args.step_size),
+        n_chains=args.chains,
+        n_steps=args.steps,
+        burn_in=args.burn_in,
+        thin=args.thin,
+        seed=args.seed,
+    )
+    print(chains)
+    print(chains.summary())
+    save_chains(chains, out)
+    print(f"wrote {out}")
+
+
+def cmd_evaluate(args) -> None:
+    model_path = _model_path(args.model)
+    model = _load_model(model_path, _device(args.device))
+    settings = _run_settings(model_path)
+    dataset = args.dataset or settings.get("dataset")
+    if dataset is None:
+        raise CommandError(f"give --dataset: {model_path.parent} has no {RUN_FILE} naming the training data")
+    root, binarize = args.data_root or settings.get("data_root"), settings.get("binarize", "threshold")
+    data = load_dataset(dataset, args.split, root, binarize).to(model.device)
+    try:
+        log_z = ebm.log_partition(model, method="exact") if args.method in ("auto", "exact") else None
+    except ValueError:
+        if args.method == "exact":
+            raise
+        log_z = None
+    if log_z is None:
+        print(f"log Z by AIS ({args.ais_betas} betas, {args.ais_runs} runs) ...", flush=True)
+        base_data = {"v": load_dataset(dataset, "train", root, binarize).to(model.device)}
+        log_z = ebm.log_partition(model, method="ais", n_betas=args.ais_betas, n_runs=args.ais_runs, data=base_data)
+    ll = ebm.log_likelihood(model, {"v": data}, log_z=log_z).double()
+    row_se = ll.std().item() / math.sqrt(len(ll)) if len(ll) > 1 else 0.0
+    print(f"log Z = {float(log_z):.4f} ± {log_z.stderr:.4f} nats ({log_z.method})")
+    print(
+        f"mean {args.split} log-likelihood on {dataset}: {ll.mean().item():.4f} nats per row "
+        f"(± {row_se:.4f} over {len(ll)} rows, ± {log_z.stderr:.4f} from log Z)"
+    )
+
+
+# ------------------------------------------------------------------ plots
+def _chain_plots(chains: Chains, out: Path) -> list[Path]:
+    from ebm import plot
+
+    written = [
+        _save_figure(plot.trace(chains), out / "trace.png"),
+        _save_figure(plot.autocorrelation(chains), out / "autocorrelation.png"),
+        _save_figure(plot.energy(chains), out / "energy.png"),
+    ]
+    try:
+        written.append(_save_figure(plot.samples(chains), out / "samples.png"))
+    except ValueError:
+        pass  # the block is not image-shaped: no grid
+    return written
+
+
+def cmd_plot(args) -> None:
+    from ebm import plot
+
+    path = Path(args.path)
+    if not path.exists():
+        raise CommandError(f"{path} does not exist: give a run directory or a chains file")
+    out = args.out or (path if path.is_dir() else path.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if path.is_file():
+        written += _chain_plots(load_chains(path), out)
+    else:
+        if (path / HISTORY_FILE).is_file():
+            history = json.loads((path / HISTORY_FILE).read_text())
+            written.append(_save_figure(training_curve(history), out / "training_curve.png"))
+        if (path / MODEL_FILE).is_file():
+            model = _load_model(path / MODEL_FILE, torch.device("cpu"))
+            if isinstance(getattr(model, "W", None), torch.Tensor):
+                written.append(_save_figure(plot.filters(model), out / "filters.png"))
+        if (path / CHAINS_FILE).is_file():
+            written += _chain_plots(load_chains(path / CHAINS_FILE), out)
+        if not written:
+            raise CommandError(f"nothing to plot in {path}: no {HISTORY_FILE}, {MODEL_FILE} or {CHAINS_FILE}")
+    print(f"wrote {', '.join(p.name for p in written)} to {out}")
+
+
+# ------------------------------------------------------------------ demo
+def _independent_baseline(train: torch.Tensor, test: torch.Tensor) -> float:
+    """Mean test log-likelihood (nats) of independent pixels with add-one smoothed marginals."""
+    p = (train.sum(0) + 1) / (len(train) + 2)
+    return (test @ p.log() + (1 - test) @ (1 - p).log()).mean().item()
+
+
+def cmd_demo(args) -> None:
+    out: Path = args.out
+    epochs = args.epochs or (3 if args.fast else 20)
+    train, test = digits("train")[0], digits("test")[0]
+    # 64x16 products are too small to gain from threads; with other work on the cores,
+    # thread synchronisation made training several times slower.
+    torch.set_num_threads(1)
+    model = ebm.RBM(64, 16, seed=args.seed)
+    print(f"RBM, 64 visible x 16 hidden, PCD-1 on the 8x8 digits: {len(train)} training rows, {len(test)} test rows")
+    print(
+        f"exact log-likelihood (nats per row) by enumerating the 2^16 hidden states; "
+        f"independent pixels reach {_independent_baseline(train, test):.3f} on the test rows"
+    )
+    start = time.perf_counter()
+    settings = {"command": "demo", "model": "rbm", "dataset": "digits", "hidden": 16, "epochs": epochs, "seed": args.seed}
+    history = train_run(
+        model,
+        train,
+        test,
+        out,
+        settings=settings,
+        method="pcd",
+        k=1,
+        epochs=epochs,
+        lr=0.01,
+        batch_size=10,
+        n_chains=100,
+        seed=args.seed,
+        metrics=["log_likelihood"],
+    )
+    print(
+        f"trained in {time.perf_counter() - start:.1f} s; final test log-likelihood {history[-1]['val_log_likelihood']:.3f}"
+    )
+
+    from ebm import plot
+
+    chains = ebm.sample(model, ebm.Gibbs(), n_chains=64, n_steps=200 if args.fast else 1000, thin=10, seed=args.seed)
+    save_chains(chains, out / CHAINS_FILE)
+    # p(v | h) of the last sweep: the image each chain is "thinking of", without pixel noise
+    with torch.no_grad():
+        means = model.conditional("v", chains.last).probs
+    _save_figure(plot.samples(means, block="p(v | h)"), out / "samples.png")
+    _save_figure(plot.filters(model), out / "filters.png")
+    _save_figure(training_curve(history), out / "training_curve.png")
+    print(f"wrote {MODEL_FILE}, samples.png, filters.png, training_curve.png, {HISTORY_FILE} and {CHAINS_FILE} to {out}/")
+
+
+# ------------------------------------------------------------------ the parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ebm`` argument parser with its subcommands."""
+    parser = _Parser(prog="ebm", description="Energy-based models trained with MCMC.")
+    parser.add_argument("--version", action="version", version=f"ebm {ebm.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(func=func)
+        return sub
+
+    demo = command("demo", cmd_demo, "train an RBM on the bundled 8x8 digits (offline, under a minute) and plot it")
+    demo.add_argument("--out", type=Path, default=Path("ebm-demo"), help="output directory (default: ebm-demo)")
+    demo.add_argument("--epochs", type=positive_int, help="training epochs (default 20; 3 with --fast)")
+    demo.add_argument("--fast", action="store_true", help="a few epochs and short chains: a smoke test")
+    demo.add_argument("--seed", type=nonnegative_int, default=0)
+
+    train = command("train", cmd_train, "train a model on a dataset into a run directory")
+    train.add_argument("--model", choices=sorted(MODELS), default="rbm")
+    train.add_argument("--dataset", choices=DATASETS, default="digits")
+    train.add_argument("--hidden", type=positive_int, default=16, help="hidden units (default 16)")
+    train.add_argument("--method", choices=("pcd", "cd", "replay"), default="pcd", help="negative phase (default pcd)")
+    train.add_argument("--k", type=positive_int, default=1, help="sampler steps per batch (default 1)")
+    train.add_argument("--epochs", type=positive_int, default=20)
+    train.add_argument("--lr", type=positive_float, default=0.01, help="learning rate of Adam (default 0.01)")
+    train.add_argument("--batch-size", type=positive_int, default=10)
+    train.add_argument("--chains", type=positive_int, default=100, help="persistent chains (default 100)")
+    train.add_argument("--seed", type=nonnegative_int, default=0)
+    train.add_argument("--out", type=Path, default=Path("ebm-run"), help="run directory (default: ebm-run)")
+    train.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    train.add_argument("--data-root", help="folder of the MNIST IDX files (default: $EBM_DATA/mnist or the cache)")
+    train.add_argument("--binarize", choices=("threshold", "stochastic"), default="threshold", help="MNIST binarization")
+    train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+
+    sample = command("sample", cmd_sample, "draw MCMC chains from a trained model and save them")
+    sample.add_argument("model", help="a model file or a run directory")
+    sample.add_argument("--sampler", choices=SAMPLERS, default="gibbs")
+    sample.add_argument("--step-size", type=positive_float, default=0.05, help="for langevin and hmc (default 0.05)")
+    sample.add_argument("--chains", type=positive_int, default=64)
+    sample.add_argument("--steps", type=positive_int, default=1000, help="steps after burn-in (default 1000)")
+    sample.add_argument("--burn-in", type=nonnegative_int, default=100)
+    sample.add_argument("--thin", type=positive_int, default=10, help="keep every thin-th step (default 10)")
+    sample.add_argument("--seed", type=nonnegative_int, default=0)
+    sample.add_argument("--out", type=Path, help=f"chains file (default: {CHAINS_FILE} beside the model)")
+    sample.add_argument("--device", default="cpu")
+
+    evaluate = command("evaluate", cmd_evaluate, "mean log-likelihood of a trained model on held-out data")
+    evaluate.add_argument("model", help="a model file or a run directory")
+    evaluate.add_argument("--dataset", choices=DATASETS, help="default: the run's training dataset")
+    evaluate.add_argument("--split", choices=("train", "test"), default="test")
+    evaluate.add_argument("--data-root", help="folder of the MNIST IDX files")
+    evaluate.add_argument("--method", choices=("auto", "exact", "ais"), default="auto", help="how to get log Z")
+    evaluate.add_argument("--ais-betas", type=positive_int, default=14_500)
+    evaluate.add_argument("--ais-runs", type=positive_int, default=100)
+    evaluate.add_argument("--device", default="cpu")
+
+    plot = command("plot", cmd_plot, "plot a run directory (training curve, filters, chains) or a chains file")
+    plot.add_argument("path", help="a run directory or a chains file from 'ebm sample'")
+    plot.add_argument("--out", type=Path, help="folder for the PNG files (default: beside the input)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ebm`` command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CommandError, ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        one_line = " ".join(str(message).split())
+        print(f"ebm {args.command}: error: {one_line}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ebm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -97,7 +97,10 @@ class Chains:
             if name in entries:
                 raise ValueError(f"function name '{name}' clashes with a block or 'energy'; pick another")
             entries[name] = summarize(self.apply(fn))
-        return Summary(entries, sampler_statistics(self.stats), self.n_draws, self.n_chains)
+        sampler = sampler_statistics(self.stats)
+        if self.divergences is not None:
+            sampler["divergences"] = self.n_divergent  # thinned-out steps count too
+        return Summary(entries, sampler, self.n_draws, self.n_chains)
 
     def apply(self, fn: Callable[[State], torch.Tensor], max_batch: int = 65536) -> torch.Tensor:
         """Evaluate a scalar function of the state on every draw of every chain.

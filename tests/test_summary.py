@@ -55,6 +55,12 @@ def test_sampler_statistics_are_digested():
     assert sampler["step size"] == pytest.approx(0.25)
 
 
+def test_divergences_count_thinned_out_steps_when_the_sampler_counted_them():
+    chains = fake_chains()
+    chains.divergences = torch.full((N_CHAINS,), 5)  # every step, recorded or thinned out
+    assert chains.summary().sampler["divergences"] == 5 * N_CHAINS
+
+
 def test_table_shows_sites_ranges_and_sampler():
     text = str(fake_chains().summary())
     assert f"{N_DRAWS} draws x {N_CHAINS} chains" in text

@@ -380,12 +380,20 @@ def _independent_baseline(train: torch.Tensor, test: torch.Tensor) -> float:
 
 
 def cmd_demo(args) -> None:
+    # 64x16 products are too small to gain from threads; with other work on the cores,
+    # thread synchronisation made training several times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _demo(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _demo(args) -> None:
     out: Path = args.out
     epochs = args.epochs or (3 if args.fast else 20)
     train, test = digits("train")[0], digits("test")[0]
-    # 64x16 products are too small to gain from threads; with other work on the cores,
-    # thread synchronisation made training several times slower.
-    torch.set_num_threads(1)
     model = ebm.RBM(64, 16, seed=args.seed)
     print(f"RBM, 64 visible x 16 hidden, PCD-1 on the 8x8 digits: {len(train)} training rows, {len(test)} test rows")
     print(

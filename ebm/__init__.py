@@ -16,6 +16,7 @@ from ebm.samplers.composite import Composite
 from ebm.samplers.gibbs import Gibbs
 from ebm.samplers.hmc import HMC
 from ebm.samplers.langevin import Langevin
+from ebm.samplers.nuts import NUTS
 from ebm.samplers.tempering import ParallelTempering
 from ebm.training.centering import Centering
 from ebm.training.trainer import Trainer, fit
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HMC",
+    "NUTS",
     "RBM",
     "Binary",
     "CenteredRBM",

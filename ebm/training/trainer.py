@@ -363,13 +363,15 @@ class Trainer:
                 raise ValueError(f"validation has blocks {sorted(validation)} but data has {sorted(data)}")
             sets["val_"] = validation
         model, sampler, generator = self.model, self.sampler, self.generator
+        self.stop_training = False
         metrics = self._available_metrics(data)
         sum_latents = uses_free_energy(model, data)
         fe_negatives = self.free_energy_negatives and sum_latents
         self.scheduler = _make_scheduler(self.schedule, self.optimizer, epochs)
         if resume is not None:
             self.load_checkpoint(resume)
-            self._last_checkpoint = self.epoch
+            if self.checkpoint is not None and Path(resume) == self.checkpoint:
+                self._last_checkpoint = self.epoch
         else:
             if self.init_bias and "v" in data and callable(getattr(model, "init_visible_bias", None)):
                 model.init_visible_bias(data["v"])

@@ -1,30 +1,17 @@
 import gzip
 import importlib
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from shared_data import DATA, needs_mnist
 
 from ebm.datasets import bars_and_stripes, digits, mnist
 
 # The package re-exports the function mnist under the module's name, so import the module by path.
 mnist_module = importlib.import_module("ebm.datasets.mnist")
-
-
-def shared_data() -> Path | None:
-    """$EBM_DATA, else the shared/data folder beside the repository (as CI lays it out)."""
-    candidates = [os.environ.get("EBM_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"]
-    for c in candidates:
-        if c and (Path(c) / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
-            return Path(c)
-    return None
-
-
-DATA = shared_data()
-needs_mnist = pytest.mark.skipif(DATA is None, reason="MNIST IDX files not found ($EBM_DATA/mnist or ../shared/data/mnist)")
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -9,7 +9,7 @@ log-likelihood comes from annealed importance sampling (``ebm.log_partition(meth
 The MNIST IDX files are read from ``--data-root``, ``$EBM_DATA/mnist`` or the user cache,
 and downloaded (checksums verified) when absent.
 
-    python examples/rbm_mnist.py --out figures                  # 16 hidden, 20 epochs: minutes on 2 cores
+    python examples/rbm_mnist.py --out figures                  # 16 hidden, 20 epochs: ~-150 nats, minutes
     python examples/rbm_mnist.py --centered --out figures       # the centered RBM
     python examples/rbm_mnist.py --hidden 500 --epochs 50       # AIS at the end
     python examples/rbm_mnist.py --fast --out /tmp/x            # a subset, seconds (CI runs this)

@@ -327,8 +327,8 @@ class Trainer:
             f"(lr={lr:g}; try a smaller lr, clip_grad, weight_decay or energy_l2); {where}"
         )
 
-    def _first_bad(self, finite: torch.Tensor, upto: int) -> int | None:
-        bad = (~finite[:upto]).nonzero()
+    def _first_bad(self, losses: torch.Tensor, upto: int) -> int | None:
+        bad = (~losses[:upto].isfinite()).nonzero()
         return None if bad.numel() == 0 else int(bad[0, 0]) + 1
 
     def fit(
@@ -382,7 +382,8 @@ class Trainer:
         epoch_hooks = _hooks(self.callbacks, "on_epoch_end")
 
         n_batches = -(-n // self.batch_size)
-        finite = torch.ones(n_batches, dtype=torch.bool, device=model.device)
+        # per-batch losses stay on the device; one host sync per epoch checks them all
+        losses = torch.zeros(n_batches, dtype=model.dtype, device=model.device)
         elapsed = self.history[-1].get("time", 0.0) if self.history else 0.0
         bar = tqdm(
             total=epochs * n_batches, initial=min(self.epoch, epochs) * n_batches,
@@ -392,8 +393,6 @@ class Trainer:
             while self.epoch < epochs and not self.stop_training:
                 epoch = self.epoch + 1
                 start = time.perf_counter()
-                loss_sum = torch.zeros((), dtype=model.dtype, device=model.device)
-                finite.fill_(True)
                 order = torch.randperm(n, generator=generator, device=model.device)
                 for b in range(n_batches):
                     self.batch = b + 1
@@ -403,16 +402,15 @@ class Trainer:
                         positive, negatives, loss = self._step(batch, sum_latents, fe_negatives)
                     except (RuntimeError, ValueError) as error:
                         # a model or sampler may reject NaN before our per-epoch check sees it
-                        first = self._first_bad(finite, b)
+                        first = self._first_bad(losses, b)
                         if first is not None:
                             raise self._diverged(epoch, first, "the energies") from error
                         raise
-                    finite[b] = torch.isfinite(loss)
-                    loss_sum += loss
+                    losses[b] = loss
                     for hook in batch_hooks:
                         hook(self, positive, negatives)
                     bar.update()
-                first = self._first_bad(finite, n_batches)
+                first = self._first_bad(losses, n_batches)
                 if first is not None:
                     raise self._diverged(epoch, first, "the energies")
                 if not all(torch.isfinite(p).all() for p in model.parameters()):
@@ -421,7 +419,7 @@ class Trainer:
                     self.scheduler.step()
                 elapsed += time.perf_counter() - start
                 self.epoch = epoch
-                entry = {"epoch": epoch, "loss": loss_sum.item() / n_batches, "time": elapsed}
+                entry = {"epoch": epoch, "loss": losses.mean().item(), "time": elapsed}
                 entry.update(self._evaluate(sets, metrics))
                 self.history.append(entry)
                 for hook in epoch_hooks:

@@ -113,19 +113,29 @@ def save_chains(chains: Chains, path: str | Path) -> None:
     atomic_save(record, path)
 
 
-def load_chains(path: str | Path) -> Chains:
-    """Read chains written by ``save_chains`` (``ebm sample``), as ``Chains``."""
-    path = Path(path)
+def _torch_record(path: Path, what: str) -> dict:
     if not path.is_file():
-        raise CommandError(f"no chains file at {path}")
+        raise CommandError(f"no {what} at {path}")
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises assorted types for a non-torch file
-        raise CommandError(f"{path} is not a chains file written by 'ebm sample' ({error})") from None
-    if not isinstance(record, dict) or "ebm_chains" not in record:
-        raise CommandError(f"{path} is not a chains file written by 'ebm sample'")
+    except Exception as error:  # torch raises assorted types for a file it cannot read
+        raise CommandError(f"{path} is not a {what} ({' '.join(str(error).split()[:12])})") from None
+    if not isinstance(record, dict):
+        raise CommandError(f"{path} is not a {what}")
+    return record
+
+
+def _chains_from_record(record: dict) -> Chains:
     last = {k: v[-1] for k, v in record["draws"].items()}
     return Chains(record["draws"], record["energy"], last, frozenset(), record["stats"])
+
+
+def load_chains(path: str | Path) -> Chains:
+    """Read chains written by ``save_chains`` (``ebm sample``), as ``Chains``."""
+    record = _torch_record(Path(path), "chains file written by 'ebm sample'")
+    if "ebm_chains" not in record:
+        raise CommandError(f"{path} is not a chains file written by 'ebm sample'")
+    return _chains_from_record(record)
 
 
 def _model_path(path: str | Path) -> Path:
@@ -346,29 +356,42 @@ def _chain_plots(chains: Chains, out: Path) -> list[Path]:
     return written
 
 
-def cmd_plot(args) -> None:
+def _model_plots(model: ebm.EnergyModel, out: Path) -> list[Path]:
     from ebm import plot
 
+    if not isinstance(getattr(model, "W", None), torch.Tensor):
+        return []
+    try:
+        return [_save_figure(plot.filters(model), out / "filters.png")]
+    except ValueError:
+        return []  # visible units that do not form a square image
+
+
+def cmd_plot(args) -> None:
     path = Path(args.path)
     if not path.exists():
-        raise CommandError(f"{path} does not exist: give a run directory or a chains file")
+        raise CommandError(f"{path} does not exist: give a run directory, a chains file or a model file")
     out = args.out or (path if path.is_dir() else path.parent)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     if path.is_file():
-        written += _chain_plots(load_chains(path), out)
+        record = _torch_record(path, "chains or model file")
+        if "ebm_chains" in record:
+            written += _chain_plots(_chains_from_record(record), out)
+        elif "ebm_model" in record:
+            written += _model_plots(_load_model(path, torch.device("cpu")), out)
+        else:
+            raise CommandError(f"{path} is neither a chains file ('ebm sample') nor a model file ('ebm train')")
     else:
         if (path / HISTORY_FILE).is_file():
             history = json.loads((path / HISTORY_FILE).read_text())
             written.append(_save_figure(training_curve(history), out / "training_curve.png"))
         if (path / MODEL_FILE).is_file():
-            model = _load_model(path / MODEL_FILE, torch.device("cpu"))
-            if isinstance(getattr(model, "W", None), torch.Tensor):
-                written.append(_save_figure(plot.filters(model), out / "filters.png"))
+            written += _model_plots(_load_model(path / MODEL_FILE, torch.device("cpu")), out)
         if (path / CHAINS_FILE).is_file():
             written += _chain_plots(load_chains(path / CHAINS_FILE), out)
-        if not written:
-            raise CommandError(f"nothing to plot in {path}: no {HISTORY_FILE}, {MODEL_FILE} or {CHAINS_FILE}")
+    if not written:
+        raise CommandError(f"nothing to plot in {path}: no training history, image-shaped model or chains")
     print(f"wrote {', '.join(p.name for p in written)} to {out}")
 
 

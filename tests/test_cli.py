@@ -70,7 +70,11 @@ def test_failures_after_parsing_are_one_line(tmp_path, capsys):
     not_chains = tmp_path / "x.pt"
     torch.save({"a": 1}, not_chains)
     code, _, err = run(["plot", not_chains], capsys)
-    assert code == 1 and "not a chains file" in err
+    assert code == 1 and "neither a chains file" in err and len(err.splitlines()) == 1
+    not_torch = tmp_path / "notes.txt"
+    not_torch.write_text("hello\n" * 50)
+    code, _, err = run(["plot", not_torch], capsys)
+    assert code == 1 and "is not a chains or model file" in err and len(err.splitlines()) == 1
 
 
 def test_demo_fast(tmp_path, capsys):
@@ -109,6 +113,9 @@ def test_train_sample_evaluate_plot(tmp_path, capsys):
     assert code == 0
     for name in ("training_curve.png", "filters.png", "trace.png", "autocorrelation.png", "energy.png", "samples.png"):
         assert (tmp_path / "figs" / name).is_file(), name
+
+    code, out, _ = run(["plot", run_dir / "model.pt", "--out", tmp_path / "model-only"], capsys)
+    assert code == 0 and (tmp_path / "model-only" / "filters.png").is_file()
 
     code, _, _ = run(["train", "--dataset", "bars-and-stripes", "--epochs", "3", "--hidden", "6", "--out", run_dir,
                       "--resume"], capsys)  # fmt: skip

@@ -23,12 +23,14 @@ import torch
 
 import ebm
 from ebm.chains import Chains
-from ebm.datasets import bars_and_stripes, digits, mnist
+from ebm.datasets import TOY2D, bars_and_stripes, digits, mnist, toy2d
 from ebm.io import atomic_save
 from ebm.training.trainer import History
 
-DATASETS = ("digits", "mnist", "bars-and-stripes")
-MODELS = {"rbm": ebm.RBM, "centered-rbm": ebm.CenteredRBM}
+DATASETS = ("digits", "mnist", "bars-and-stripes", *TOY2D)
+MODELS = {"rbm": ebm.RBM, "centered-rbm": ebm.CenteredRBM, "gaussian-rbm": ebm.GaussianRBM}
+#: rows drawn from a 2-D toy density for each split
+TOY_ROWS = {"train": 5000, "test": 2000}
 SAMPLERS = ("gibbs", "langevin", "hmc")
 MODEL_FILE, HISTORY_FILE, RUN_FILE, CHAINS_FILE, CHECKPOINT_FILE = (
     "model.pt",
@@ -91,7 +93,8 @@ def _device(name: str) -> torch.device:
 
 # ------------------------------------------------------------------ data and run files
 def load_dataset(name: str, split: str, root: str | None = None, binarize: str = "threshold") -> torch.Tensor:
-    """Binary training data ``(n, n_visible)`` of a named dataset: ``split`` is train or test."""
+    """Data ``(n, n_visible)`` of a named dataset, ``split`` train or test: binary images, or
+    points ``(n, 2)`` of a 2-D toy density (fixed seeds, a different one per split)."""
     if name == "digits":
         return digits(split)[0]
     if name == "mnist":
@@ -99,6 +102,9 @@ def load_dataset(name: str, split: str, root: str | None = None, binarize: str =
     if name == "bars-and-stripes":
         # every pattern is both the training and the test set: the target is the uniform distribution over them
         return bars_and_stripes(4)
+    if name in TOY2D:
+        generator = torch.Generator().manual_seed(0 if split == "train" else 1)
+        return toy2d(name).sample(TOY_ROWS[split], generator)
     raise CommandError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
 
 
@@ -260,6 +266,8 @@ def train_run(
 
 
 def cmd_train(args) -> None:
+    if args.dataset in TOY2D and args.model != "gaussian-rbm":
+        raise CommandError(f"the 2-D density {args.dataset!r} is real-valued: use --model gaussian-rbm")
     device = _device(args.device)
     train = load_dataset(args.dataset, "train", args.data_root, args.binarize).to(device)
     test = load_dataset(args.dataset, "test", args.data_root, args.binarize).to(device)
@@ -356,9 +364,11 @@ def _chain_plots(chains: Chains, out: Path) -> list[Path]:
     return written
 
 
-def _model_plots(model: ebm.EnergyModel, out: Path) -> list[Path]:
+def _model_plots(model: ebm.EnergyModel, out: Path, chains: Chains | None = None) -> list[Path]:
     from ebm import plot
 
+    if tuple(model.variables.get("v", ebm.Binary(1)).shape) == (2,):
+        return [_save_figure(plot.density_2d(model, chains, block="v"), out / "density.png")]
     if not isinstance(getattr(model, "W", None), torch.Tensor):
         return []
     try:
@@ -386,10 +396,11 @@ def cmd_plot(args) -> None:
         if (path / HISTORY_FILE).is_file():
             history = json.loads((path / HISTORY_FILE).read_text())
             written.append(_save_figure(training_curve(history), out / "training_curve.png"))
+        chains = load_chains(path / CHAINS_FILE) if (path / CHAINS_FILE).is_file() else None
         if (path / MODEL_FILE).is_file():
-            written += _model_plots(_load_model(path / MODEL_FILE, torch.device("cpu")), out)
-        if (path / CHAINS_FILE).is_file():
-            written += _chain_plots(load_chains(path / CHAINS_FILE), out)
+            written += _model_plots(_load_model(path / MODEL_FILE, torch.device("cpu")), out, chains)
+        if chains is not None:
+            written += _chain_plots(chains, out)
     if not written:
         raise CommandError(f"nothing to plot in {path}: no training history, image-shaped model or chains")
     print(f"wrote {', '.join(p.name for p in written)} to {out}")
@@ -477,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", cmd_train, "train a model on a dataset into a run directory")
     train.add_argument("--model", choices=sorted(MODELS), default="rbm")
-    train.add_argument("--dataset", choices=DATASETS, default="digits")
+    train.add_argument("--dataset", choices=DATASETS, default="digits", help="2-D densities need --model gaussian-rbm")
     train.add_argument("--hidden", type=positive_int, default=16, help="hidden units (default 16)")
     train.add_argument("--method", choices=("pcd", "cd", "replay"), default="pcd", help="negative phase (default pcd)")
     train.add_argument("--k", type=positive_int, default=1, help="sampler steps per batch (default 1)")

@@ -64,6 +64,7 @@ def test_failures_after_parsing_are_one_line(tmp_path, capsys):
         (["sample", tmp_path / "nothing"], "no model at"),
         (["plot", tmp_path / "nothing"], "does not exist"),
         (["train", "--device", "warp-drive"], "unknown device"),
+        (["train", "--dataset", "moons"], "use --model gaussian-rbm"),
     ):
         code, _, err = run(argv, capsys)
         assert code == 1 and len(err.splitlines()) == 1 and message in err, err
@@ -120,3 +121,13 @@ def test_train_sample_evaluate_plot(tmp_path, capsys):
     code, _, _ = run(["train", "--dataset", "bars-and-stripes", "--epochs", "3", "--hidden", "6", "--out", run_dir,
                       "--resume"], capsys)  # fmt: skip
     assert code == 0 and len(json.loads((run_dir / "history.json").read_text())) == 3
+
+
+def test_gaussian_rbm_on_a_2d_density(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["train", "--model", "gaussian-rbm", "--dataset", "gaussians", "--hidden", "4", "--epochs", "1"]
+    code, out, _ = run([*argv, "--batch-size", "500", "--out", run_dir], capsys)
+    assert code == 0 and "test LL" in out
+    assert run(["sample", run_dir, "--chains", "4", "--steps", "20", "--thin", "1"], capsys)[0] == 0
+    code, out, _ = run(["plot", run_dir], capsys)
+    assert code == 0 and (run_dir / "density.png").is_file()

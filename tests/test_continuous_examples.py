@@ -1,0 +1,42 @@
+"""The continuous examples' --fast modes, as CI runs them, with checks on what they compute."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from test_langevin import single_thread, z_threshold
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+__all__ = ["single_thread"]
+
+
+def example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_pngs(folder: Path, names: list[str]) -> None:
+    for name in names:
+        assert (folder / name).stat().st_size > 5_000, name
+
+
+def test_continuous_2d_fast_lowers_the_exact_kl(tmp_path):
+    result = example("continuous_2d").main(["--fast", "--out", str(tmp_path)])
+    assert_pngs(
+        tmp_path,
+        ["continuous_2d_density.png", "continuous_2d_data.png", "continuous_2d_chains.png", "continuous_2d_history.png"],
+    )
+    assert result["kl_after"] < 0.75 * result["kl_before"], (result["kl_before"], result["kl_after"])
+    assert torch.isfinite(result["chains"]["x"]).all()
+
+
+def test_latent_gaussian_fast_posterior_and_training(tmp_path):
+    result = example("latent_gaussian").main(["--fast", "--out", str(tmp_path)])
+    assert_pngs(tmp_path, ["latent_gaussian_posterior.png", "latent_gaussian_covariance.png", "latent_gaussian_history.png"])
+    scores = result["posterior_z_scores"]
+    assert scores.max() < z_threshold(scores.numel()), scores
+    assert result["ll_end"] > result["ll_start"] + 3.0
+    assert result["ll_end"] <= result["ll_best"] + 1e-3

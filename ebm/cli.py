@@ -3,7 +3,7 @@
 A training run is a directory: ``model.pt`` (``ebm.load``), ``history.json`` (one dict of
 metrics per epoch), ``run.json`` (the settings), ``checkpoint.pt`` (to ``--resume``), and
 after ``ebm sample`` or ``ebm demo`` ``chains.pt`` (the draws, ``load_chains``). ``ebm plot``
-turns a run directory or a chains file into PNG files.
+turns a run directory, a chains file or a model file into PNG files.
 
 Errors in arguments or inputs are one line on stderr and a non-zero exit status: 2 for a
 bad command line, 1 for anything that fails afterwards.
@@ -20,8 +20,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 
 import ebm
+from ebm import plot
 from ebm.chains import Chains
 from ebm.datasets import TOY2D, bars_and_stripes, digits, mnist, toy2d
 from ebm.io import atomic_save
@@ -191,13 +193,9 @@ class EpochPrinter:
         )
 
 
-def training_curve(history: Sequence[dict]):
+def training_curve(history: Sequence[dict]) -> Figure:
     """The training curve as a Figure: train and test log-likelihood on one panel when the
     history has them, else one panel per monitored metric."""
-    from matplotlib.figure import Figure
-
-    from ebm import plot
-
     present = {k for entry in history for k in entry}
     if "log_likelihood" not in present:
         keys = [k for k in _METRIC_LABELS if k in present] or ["loss"]
@@ -293,12 +291,16 @@ def cmd_train(args) -> None:
 
 
 # ------------------------------------------------------------------ sampling and evaluation
-def _sampler(name: str, step_size: float):
+def _sampler(name: str, step_size: float, model: ebm.EnergyModel):
+    """Gibbs, or Langevin/HMC for the real-valued blocks with Gibbs for the discrete ones."""
     if name == "gibbs":
         return ebm.Gibbs()
-    if name == "langevin":
-        return ebm.Langevin(step_size)
-    return ebm.HMC(step_size, n_leapfrog=10)
+    real = tuple(k for k, d in model.variables.items() if not d.discrete)
+    discrete = tuple(k for k in model.variables if k not in real)
+    if not real:
+        raise CommandError(f"{type(model).__name__} has no real-valued blocks for {name}: use --sampler gibbs")
+    gradient = ebm.Langevin(step_size) if name == "langevin" else ebm.HMC(step_size, n_leapfrog=10)
+    return ebm.Composite({discrete: ebm.Gibbs(), real: gradient}) if discrete else gradient
 
 
 def cmd_sample(args) -> None:
@@ -307,7 +309,7 @@ def cmd_sample(args) -> None:
     out = args.out or model_path.parent / CHAINS_FILE
     chains = ebm.sample(
         model,
-        _sampler(args.sampler, args.step_size),
+        _sampler(args.sampler, args.step_size, model),
         n_chains=args.chains,
         n_steps=args.steps,
         burn_in=args.burn_in,
@@ -350,8 +352,6 @@ def cmd_evaluate(args) -> None:
 
 # ------------------------------------------------------------------ plots
 def _chain_plots(chains: Chains, out: Path) -> list[Path]:
-    from ebm import plot
-
     written = [
         _save_figure(plot.trace(chains), out / "trace.png"),
         _save_figure(plot.autocorrelation(chains), out / "autocorrelation.png"),
@@ -365,8 +365,6 @@ def _chain_plots(chains: Chains, out: Path) -> list[Path]:
 
 
 def _model_plots(model: ebm.EnergyModel, out: Path, chains: Chains | None = None) -> list[Path]:
-    from ebm import plot
-
     if tuple(model.variables.get("v", ebm.Binary(1)).shape) == (2,):
         return [_save_figure(plot.density_2d(model, chains, block="v"), out / "density.png")]
     if not isinstance(getattr(model, "W", None), torch.Tensor):
@@ -455,8 +453,6 @@ def _demo(args) -> None:
         f"trained in {time.perf_counter() - start:.1f} s; final test log-likelihood {history[-1]['val_log_likelihood']:.3f}"
     )
 
-    from ebm import plot
-
     chains = ebm.sample(model, ebm.Gibbs(), n_chains=64, n_steps=200 if args.fast else 1000, thin=10, seed=args.seed)
     save_chains(chains, out / CHAINS_FILE)
     # p(v | h) of the last sweep: the image each chain is "thinking of", without pixel noise
@@ -525,9 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ais-runs", type=positive_int, default=100)
     evaluate.add_argument("--device", default="cpu")
 
-    plot = command("plot", cmd_plot, "plot a run directory (training curve, filters, chains) or a chains file")
-    plot.add_argument("path", help="a run directory or a chains file from 'ebm sample'")
-    plot.add_argument("--out", type=Path, help="folder for the PNG files (default: beside the input)")
+    plots = command("plot", cmd_plot, "plot a run directory (training curve, filters, chains), a chains or a model file")
+    plots.add_argument("path", help="a run directory, a chains file from 'ebm sample' or a model file")
+    plots.add_argument("--out", type=Path, help="folder for the PNG files (default: beside the input)")
     return parser
 
 

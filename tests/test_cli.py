@@ -128,6 +128,8 @@ def test_gaussian_rbm_on_a_2d_density(tmp_path, capsys):
     argv = ["train", "--model", "gaussian-rbm", "--dataset", "gaussians", "--hidden", "4", "--epochs", "1"]
     code, out, _ = run([*argv, "--batch-size", "500", "--out", run_dir], capsys)
     assert code == 0 and "test LL" in out
-    assert run(["sample", run_dir, "--chains", "4", "--steps", "20", "--thin", "1"], capsys)[0] == 0
+    # Langevin moves the real block v, Gibbs the binary h
+    assert run(["sample", run_dir, "--sampler", "langevin", "--chains", "4", "--steps", "20", "--thin", "1"], capsys)[0] == 0
+    assert cli.load_chains(run_dir / "chains.pt")["v"].shape == (20, 4, 2)
     code, out, _ = run(["plot", run_dir], capsys)
     assert code == 0 and (run_dir / "density.png").is_file()

@@ -21,13 +21,7 @@ from ebm.models.tempered import mix
 Z = 3.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # these loops are many tiny ops: threads only add contention on a shared machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,7 @@ import torch
 import ebm
 import ebm.datasets
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_centered(n_visible=6, n_hidden=4, seed=0):

@@ -15,12 +15,7 @@ from ebm.samplers.tempering import TemperingState
 ALPHA = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CurieWeiss(ebm.EnergyModel):
@@ -89,10 +84,10 @@ def test_pt_beta_one_replica_is_exact_on_a_tiny_rbm():
 
 
 def test_adaptive_spacing_equalises_swap_rates(bimodal):
-    init = {"s": -torch.ones(200, 12)}
-    fixed = ebm.sample(bimodal, ebm.ParallelTempering(ebm.Gibbs(), 8, beta_min=0.05), n_steps=200, init=init, seed=4)
+    init = {"s": -torch.ones(100, 12)}
+    fixed = ebm.sample(bimodal, ebm.ParallelTempering(ebm.Gibbs(), 8, beta_min=0.05), n_steps=100, init=init, seed=4)
     adaptive = ebm.ParallelTempering(ebm.Gibbs(), 8, beta_min=0.05, adapt=True)
-    adapted = ebm.sample(bimodal, adaptive, n_steps=200, burn_in=300, init=init, seed=4)
+    adapted = ebm.sample(bimodal, adaptive, n_steps=100, burn_in=250, init=init, seed=4)
 
     def spread(chains):
         rates = torch.stack([chains.stats[f"swap_prob_{r}"].mean() for r in range(7)])

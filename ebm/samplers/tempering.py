@@ -178,7 +178,8 @@ class ParallelTempering(Sampler):
         rate = self.adapt_rate / (1 + t / 100)
         gaps = gaps * torch.exp(rate * (rates - rates.mean()))
         gaps = gaps * (betas[0] - betas[-1]) / gaps.sum()
-        return torch.cat([betas[:1], betas[0] - gaps.cumsum(0)])
+        # the ends are copied, not recomputed, so that rounding never moves them
+        return torch.cat([betas[:1], betas[0] - gaps.cumsum(0)[:-1], betas[-1:]])
 
     def end_adaptation(self, model, sampler_state):
         s = sampler_state

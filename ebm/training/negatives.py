@@ -191,7 +191,7 @@ class ReplayBuffer(NegativePhase):
     """Replay-buffer negatives (Du & Mordatch 2019), mostly for continuous EBMs.
 
     A buffer of ``buffer_size`` past negatives starts at random states. Each batch draws
-    ``n_chains`` entries, replaces each with a fresh random state with probability
+    ``n_chains`` distinct entries, replaces each with a fresh random state with probability
     ``reinit`` (so new modes keep being found), runs ``k`` sampler steps from there and
     writes the results back in place of the drawn entries.
 
@@ -220,7 +220,8 @@ class ReplayBuffer(NegativePhase):
         if self._buffer is None:
             raise RuntimeError("ReplayBuffer.setup must run before the first batch")
         device = model.device
-        index = torch.randint(self.buffer_size, (self.n_chains,), generator=generator, device=device)
+        # distinct entries, so that no two chains continue the same stored state
+        index = torch.randperm(self.buffer_size, generator=generator, device=device)[: self.n_chains]
         fresh = model.random_state(self.n_chains, generator)
         restart = torch.rand(self.n_chains, generator=generator, device=device) < self.reinit
         start = {}

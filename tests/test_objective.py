@@ -7,6 +7,9 @@ import ebm
 from ebm.evaluation.enumeration import enumerate_states
 from ebm.training.objective import data_phase, surrogate, uses_free_energy
 
+# many tiny ops: thread contention on the shared 2-core machine only slows them
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture
 def tiny():

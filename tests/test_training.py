@@ -13,6 +13,9 @@ from ebm.evaluation.pseudo import pseudo_log_likelihood, reconstruction_error
 from ebm.training import ReplayBuffer, TrainingDiverged
 from ebm.training.negatives import clamped_latents
 
+# many tiny ops: thread contention on the shared 2-core machine only slows them
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 class EnergyOnlyRBM(ebm.EnergyModel):
     """The RBM energy of eq. 6 written by a user: no conditional(), no free_energy().

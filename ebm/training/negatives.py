@@ -18,6 +18,7 @@ import torch
 
 from ebm.model import EnergyModel, State
 from ebm.samplers.base import Sampler, SamplerState
+from ebm.samplers.tempering import refreshed
 
 
 def grad_mode(sampler: Sampler):
@@ -129,9 +130,9 @@ class PersistentChains(NegativePhase):
     """PCD-k (Tieleman 2008): ``n_chains`` persistent chains take ``k`` steps per batch.
 
     The sampler state (chains and whatever the sampler carries: adapted step sizes, tempered
-    replicas) persists from batch to batch while the parameters change under it. A sampler
-    that caches model-dependent quantities in its state (energies, gradients) can define
-    ``refresh(model, sampler_state) -> sampler_state``; it is called before each batch.
+    replicas) persists from batch to batch while the parameters change under it, so before
+    each batch a sampler that caches model-dependent quantities (energies, gradients)
+    recomputes them through its ``refresh(model, sampler_state)`` (``samplers.tempering.refreshed``).
 
     Args:
         k: sampler steps per batch.
@@ -174,9 +175,7 @@ class PersistentChains(NegativePhase):
     def __call__(self, model, sampler, positive, generator):
         if self._sstate is None:
             raise RuntimeError("PersistentChains.setup must run before the first batch")
-        refresh = getattr(sampler, "refresh", None)
-        if refresh is not None:
-            self._sstate = refresh(model, self._sstate)
+        self._sstate = refreshed(sampler, model, self._sstate)
         self._sstate = advance(model, sampler, self._sstate, self.k, generator)
         return {name: x.detach() for name, x in self._sstate.state.items()}
 

@@ -65,7 +65,7 @@ def test_grbm_conditionals_agree_with_energy():
 def test_grbm_learned_sigma_and_errors():
     model = ebm.GaussianRBM(3, 2, learn_sigma=True)
     assert any(name == "log_sigma" for name, _ in model.named_parameters())
-    assert "log_sigma" in dict(ebm.GaussianRBM(3, 2).named_buffers())
+    assert "log_sigma" in dict(ebm.GaussianRBM(3, 2, learn_sigma=False).named_buffers())
     with pytest.raises(ValueError, match="sigma"):
         ebm.GaussianRBM(3, 2, sigma=0.0)
     with pytest.raises(NotImplementedError):
@@ -73,16 +73,18 @@ def test_grbm_learned_sigma_and_errors():
 
 
 def test_grbm_training_on_standardised_data_stays_finite_and_improves():
+    # Two clusters, standardised: N(0, I) is the best a model without structure can do.
     generator = torch.Generator().manual_seed(3)
-    data = toy2d("gaussians").sample(1000, generator)
+    sign = (torch.rand(1000, 1, generator=generator) < 0.5).float() * 2 - 1
+    data = sign * torch.tensor([1.5, 1.0]) + 0.3 * torch.randn(1000, 2, generator=generator)
     data = (data - data.mean(0)) / data.std(0)
-    model = ebm.GaussianRBM(2, 8, seed=0)
-    before = ebm.log_likelihood(model, {"v": data}).mean().item()
-    history = ebm.fit(model, {"v": data}, sampler=ebm.Gibbs(), epochs=5, batch_size=50, lr=0.01, progress=False,
+    baseline = -math.log(2 * math.pi) - 1.0
+    model = ebm.GaussianRBM(2, 4, seed=0)
+    history = ebm.fit(model, {"v": data}, sampler=ebm.Gibbs(), epochs=5, batch_size=50, lr=0.02, progress=False,
                       metrics=["log_likelihood"])  # fmt: skip
     lls = history["log_likelihood"]
     assert all(math.isfinite(v) for v in lls)
-    assert lls[-1] > before + 0.05, (before, lls)
+    assert lls[-1] > baseline + 0.5, (baseline, lls)
 
 
 def test_linear_gaussian_conditional_and_marginal():

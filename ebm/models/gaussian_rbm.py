@@ -30,10 +30,12 @@ class GaussianRBM(EnergyModel):
     hidden states, and ``ebm.log_likelihood(model, {"v": X})`` a density in nats.
 
     Preprocessing: standardise each visible unit to zero mean and unit variance (e.g.
-    ``(X − X.mean(0)) / X.std(0)``) and keep ``σ = 1`` fixed (the default). Training on raw
-    scales, or learning ``σ`` from the start, lets ``σ`` collapse onto the data and the
-    energy blow up (a known failure of Gaussian RBMs); with ``learn_sigma=True`` use a small
-    learning rate.
+    ``(X − X.mean(0)) / X.std(0)``); the defaults assume it. On raw scales the quadratic
+    term and the weights live on different scales and training easily blows up. Keep ``σ``
+    below the data's spread at the start (default 0.5) and learn it in log space (default):
+    each mixture component of ``p(v)`` has variance ``σ²``, so with ``σ = 1`` fixed on
+    unit-variance data the best fit is ``W = 0`` and nothing is learned, while an
+    unconstrained ``σ`` would leave the positive range.
 
     Args:
         n_visible: number of real visible units.
@@ -48,9 +50,9 @@ class GaussianRBM(EnergyModel):
         self,
         n_visible: int,
         n_hidden: int,
-        sigma: float = 1.0,
-        learn_sigma: bool = False,
-        init_std: float = 0.01,
+        sigma: float = 0.5,
+        learn_sigma: bool = True,
+        init_std: float = 0.1,
         seed: int | None = None,
     ):
         super().__init__(v=Real(n_visible), h=Binary(n_hidden))

@@ -9,6 +9,7 @@ import torch
 from ebm import cli
 
 COMMANDS = ["demo", "train", "sample", "evaluate", "plot"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(argv, capsys) -> tuple[int, str, str]:

@@ -4,20 +4,11 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 from shared_data import DATA, needs_mnist
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The examples' fast modes multiply tiny matrices: a second thread only adds
-    # synchronisation, which costs many times the work when the cores are busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The fast modes multiply tiny matrices: a second thread only adds synchronisation.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def example(name: str):

@@ -42,7 +42,9 @@ def fitted(digits):
     return models
 
 
-@pytest.mark.parametrize("index", [0, 1, 2], ids=["10-hidden", "14-hidden", "18-hidden"])
+@pytest.mark.parametrize(
+    "index", [0, 1, pytest.param(2, marks=pytest.mark.slow)], ids=["10-hidden", "14-hidden", "18-hidden"]
+)
 def test_ais_matches_exact_log_z_on_fitted_rbms(fitted, digits, index):
     rbm = fitted[index]
     exact = ebm.log_partition(rbm)

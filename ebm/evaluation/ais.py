@@ -101,18 +101,16 @@ class Annealer:
     """The transitions and weights shared by forward AIS and reverse annealing (RAISE).
 
     Args:
-        model: the target.
-        base: the tractable ``β = 0`` model.
-        sampler: the transition kernel at each β (driving ``Tempered(model, β, base)``).
+        path: ``Tempered(model, β, base)``; its β is set at each transition.
+        sampler: the transition kernel at each β (driving ``path``).
         summed: the block summed out of the weights and drawn exactly, or ``None``.
         steps: sampler steps per temperature.
     """
 
-    def __init__(self, model: EnergyModel, base: Independent, sampler: Sampler, summed: str | None, steps: int = 1):
+    def __init__(self, path: Tempered, sampler: Sampler, summed: str | None, steps: int = 1):
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps_per_beta must be a positive integer, got {steps!r}")
-        self.path = Tempered(model, 0.0, base)
-        self.sampler, self.summed, self.steps = sampler, summed, steps
+        self.path, self.sampler, self.summed, self.steps = path, sampler, summed, steps
 
     def start(self, state: State, generator: torch.Generator) -> SamplerState:
         """The sampler state over ``state`` (every block), the summed block clamped."""
@@ -222,8 +220,8 @@ def ais_log_partition(
     generator = generator or torch.Generator(device=device).manual_seed(0 if seed is None else seed)
     betas = annealing_schedule(schedule, n_betas).to(device=device, dtype=model.dtype)
     base = _default_base(model, base, data)
-    annealer = Annealer(model, base, sampler or Gibbs(), None, steps_per_beta)
-    annealer.summed = choose_summed(annealer.path, base, summed)
+    path = Tempered(model, 0.0, base)
+    annealer = Annealer(path, sampler or Gibbs(), choose_summed(path, base, summed), steps_per_beta)
     with torch.no_grad():
         sstate = annealer.start(base.sample(n_runs, generator), generator)
         log_w = torch.zeros(n_runs, dtype=torch.float64, device=device)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ebm.evaluation.ais import Annealer, _default_base, annealing_schedule, log_mean_exp
+from ebm.evaluation.ais import Annealer, _default_base, annealing_schedule, log_mean_exp, summable
 from ebm.evaluation.metrics import free_energy_of
 from ebm.evaluation.partition import LogPartition, log_partition
 from ebm.model import EnergyModel
@@ -35,22 +35,15 @@ from ebm.samplers.base import Sampler
 from ebm.samplers.gibbs import Gibbs
 
 
-def _summed_for(model: EnergyModel, annealer: Annealer, data: Mapping[str, torch.Tensor]) -> str | None:
-    latent = [k for k in model.variables if k not in data]
+def _summed_for(path: Tempered, data: Mapping[str, torch.Tensor]) -> str | None:
+    latent = [k for k in path.variables if k not in data]
     if not latent:
         return None
-    name = latent[0]
-    probe = annealer.path.base.sample(1)
-    if len(latent) == 1 and model.variables[name].discrete:
-        try:
-            with torch.no_grad():
-                annealer.path.terms({k: v for k, v in probe.items() if k != name})
-            return name
-        except NotImplementedError:
-            pass
+    if len(latent) == 1 and path.variables[latent[0]].discrete and summable(path, latent[0], path.base.sample(1)):
+        return latent[0]
     raise ValueError(
         f"reverse annealing needs the latent blocks summed out exactly: one discrete block with a factorised "
-        f"Bernoulli conditional; {type(model).__name__} has latent blocks {latent}"
+        f"Bernoulli conditional; {type(path.model).__name__} has latent blocks {latent}"
     )
 
 
@@ -96,8 +89,8 @@ def raise_log_likelihood(
     generator = generator or torch.Generator(device=device).manual_seed(0 if seed is None else seed)
     betas = annealing_schedule(schedule, n_betas).to(device=device, dtype=model.dtype)
     base = _default_base(model, base, base_data)
-    annealer = Annealer(model, base, sampler or Gibbs(), None, steps_per_beta)
-    annealer.summed = _summed_for(model, annealer, data)
+    path = Tempered(model, 0.0, base)
+    annealer = Annealer(path, sampler or Gibbs(), _summed_for(path, data), steps_per_beta)
     rows = {k: v.repeat(n_runs, *([1] * (v.dim() - 1))) for k, v in data.items()}
     total = n * n_runs
     out = []

@@ -108,9 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     posterior = Figure(figsize=(4.5, 4))
     ax = posterior.subplots()
-    flat = draws.flatten(0, 1)[:4000]
+    flat = draws.flatten(0, 1)[:4000].numpy()
     ax.scatter(flat[:, 0], flat[:, 1], s=2, alpha=0.3, label="HMC draws of z | x")
-    mean = best.conditional("z", {"x": data[:1]}).loc.detach().squeeze(0)
+    mean = best.conditional("z", {"x": data[:1]}).loc.detach().squeeze(0).numpy()
     ax.plot(mean[0], mean[1], "r*", ms=14, label="exact posterior mean")
     ax.set(xlabel="z₁", ylabel="z₂", title="clamped sampling of z given x")
     ax.legend(loc="best", fontsize=8)
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     axes = covariance.subplots(1, 2)
     limit = exact.abs().max().item()
     for a, (matrix, title) in zip(axes, [(learned, "learned WWᵀ + σ²I"), (exact, "maximum likelihood")], strict=True):
-        image = a.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        image = a.imshow(matrix.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
         a.set_title(title)
     covariance.colorbar(image, ax=list(axes))
     figures = {

@@ -166,7 +166,9 @@ def weight_summary(log_w: torch.Tensor, z_sigmas: float = 3.0) -> dict[str, floa
     return {"estimate": estimate, "stderr": stderr, "interval": (lo, hi), "ess": ess}
 
 
-def _default_base(model: EnergyModel, base: Independent | None, data: Mapping[str, torch.Tensor] | None) -> Independent:
+def default_base(model: EnergyModel, base: Independent | None, data: Mapping[str, torch.Tensor] | None) -> Independent:
+    """``base`` checked and moved to the model's device and dtype, or else the base-rate model
+    of ``data`` (``Independent.base_rate``)."""
     if base is not None:
         if not isinstance(base, Independent):
             raise TypeError(f"base must be an ebm.models.Independent (closed-form log Z), got {type(base).__name__}")
@@ -219,7 +221,7 @@ def ais_log_partition(
     device = model.device
     generator = generator or torch.Generator(device=device).manual_seed(0 if seed is None else seed)
     betas = annealing_schedule(schedule, n_betas).to(device=device, dtype=model.dtype)
-    base = _default_base(model, base, data)
+    base = default_base(model, base, data)
     path = Tempered(model, 0.0, base)
     annealer = Annealer(path, sampler or Gibbs(), choose_summed(path, base, summed), steps_per_beta)
     with torch.no_grad():

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ebm.evaluation.ais import Annealer, _default_base, annealing_schedule, log_mean_exp, summable
+from ebm.evaluation.ais import Annealer, annealing_schedule, default_base, log_mean_exp, summable
 from ebm.evaluation.metrics import free_energy_of
 from ebm.evaluation.partition import LogPartition, log_partition
 from ebm.model import EnergyModel
@@ -88,7 +88,7 @@ def raise_log_likelihood(
     device = model.device
     generator = generator or torch.Generator(device=device).manual_seed(0 if seed is None else seed)
     betas = annealing_schedule(schedule, n_betas).to(device=device, dtype=model.dtype)
-    base = _default_base(model, base, base_data)
+    base = default_base(model, base, base_data)
     path = Tempered(model, 0.0, base)
     annealer = Annealer(path, sampler or Gibbs(), _summed_for(path, data), steps_per_beta)
     rows = {k: v.repeat(n_runs, *([1] * (v.dim() - 1))) for k, v in data.items()}
@@ -175,7 +175,7 @@ def log_likelihood_bounds(
     Returns:
         ``LikelihoodBounds``; ``str()`` of it reads as an interval.
     """
-    base = _default_base(model, base, base_data)
+    base = default_base(model, base, base_data)
     if log_z is None:
         log_z = log_partition(
             model, "ais", n_betas=n_betas, n_runs=n_runs, schedule=schedule, base=base, sampler=sampler, seed=seed

@@ -99,9 +99,7 @@ def test_linear_gaussian_conditional_and_marginal():
         torch.testing.assert_close(lhs, rhs)
         # log p(x) = −E(x, z) − log Z − log p(z | x) for any z, with log Z known in closed form
         log_z = 2 * math.log(2 * math.pi * 0.36) + math.log(2 * math.pi)
-        torch.testing.assert_close(
-            model.marginal_log_prob(x), -model.energy({"x": x, "z": z1}) - log_z - post.log_prob(z1)
-        )
+        torch.testing.assert_close(model.marginal_log_prob(x), -model.energy({"x": x, "z": z1}) - log_z - post.log_prob(z1))
 
 
 def test_linear_gaussian_maximum_likelihood_is_a_maximum():

@@ -1,27 +1,11 @@
 """The continuous examples' --fast modes, as CI runs them, with checks on what they compute."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
+from test_discrete_examples import assert_pngs, example
 from test_langevin import single_thread, z_threshold
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
 __all__ = ["single_thread"]
-
-
-def example(name: str):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def assert_pngs(folder: Path, names: list[str]) -> None:
-    for name in names:
-        assert (folder / name).stat().st_size > 5_000, name
 
 
 def test_continuous_2d_fast_lowers_the_exact_kl(tmp_path):

@@ -73,6 +73,18 @@ def test_ais_on_a_random_rbm_with_a_uniform_base():
     assert abs(float(estimate) - float(exact)) < Z * estimate.stderr
 
 
+def test_ais_on_a_gaussian_rbm_mixes_normal_and_bernoulli_conditionals():
+    # continuous v with Normal conditionals tempered against the base's Normal, h summed out
+    grbm = ebm.GaussianRBM(5, 6).double()
+    with torch.no_grad():
+        grbm.W.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    exact = ebm.log_partition(grbm)
+    x = ebm.sample(grbm, ebm.Gibbs(), n_chains=500, n_steps=1, burn_in=100, seed=0).last["v"]
+    estimate = ebm.log_partition(grbm, method="ais", n_betas=500, n_runs=100, data={"v": x}, seed=0)
+    assert estimate.info["summed"] == "h"
+    assert abs(float(estimate) - float(exact)) < Z * estimate.stderr
+
+
 class Gaussian(ebm.EnergyModel):
     """``E(x) = ½ (x − m)ᵀ A (x − m)``: ``log Z = d/2 log 2π − ½ log det A``."""
 

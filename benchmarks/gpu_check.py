@@ -23,7 +23,7 @@ import ebm
 import ebm.datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from stattools import chi_square_pvalue, state_index  # noqa: E402
+from stattools import chi_square_pvalue, state_index
 
 
 def report(name: str, ok: bool, detail: str) -> bool:
@@ -63,7 +63,9 @@ def check_gaussian(device: str, sampler, name: str) -> bool:
     z = (summary["x"]["mean"] / summary["x"]["mcse"]).abs().max().item()
     var_ratio = (chains["x"].var((0, 1)) / model.var).cpu()
     ok = z < 4.0 and bool(((var_ratio - 1).abs() < 0.15).all())
-    return report(f"{name} gaussian", ok, f"max |mean|/MCSE = {z:.2f}, var ratio {var_ratio.min():.3f}..{var_ratio.max():.3f}")
+    return report(
+        f"{name} gaussian", ok, f"max |mean|/MCSE = {z:.2f}, var ratio {var_ratio.min():.3f}..{var_ratio.max():.3f}"
+    )
 
 
 def check_ais(device: str) -> bool:
@@ -86,7 +88,9 @@ def check_fit(device: str) -> bool:
     start = time.perf_counter()
     ebm.fit(rbm, {"v": x}, epochs=10, progress=False)
     ll = ebm.log_likelihood(rbm, {"v": x}).mean().item()
-    return report("fit digits", ll > baseline, f"LL {ll:.2f} vs baseline {baseline:.2f} in {time.perf_counter() - start:.1f} s")
+    return report(
+        "fit digits", ll > baseline, f"LL {ll:.2f} vs baseline {baseline:.2f} in {time.perf_counter() - start:.1f} s"
+    )
 
 
 def main() -> None:

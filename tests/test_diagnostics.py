@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from models import Ising
 
 import ebm
 from ebm import diagnostics
@@ -86,16 +87,6 @@ def test_rhat_is_one_for_mixed_chains_and_flags_separate_modes():
     # half the chains sit in a mode at +2, half at -2 (sd 1 each): between-chain variance dominates
     modes = mixed + torch.tensor([2.0] * 4 + [-2.0] * 4, dtype=torch.float64)[:, None]
     assert diagnostics.rhat(modes).min().item() > 1.5
-
-
-class Ising(ebm.EnergyModel):
-    def __init__(self, L, beta):
-        super().__init__(s=ebm.Spin(L, L))
-        self.beta = beta
-
-    def energy(self, state):
-        s = state["s"]
-        return -self.beta * (s * s.roll(1, -1) + s * s.roll(1, -2)).sum((-2, -1))
 
 
 def magnetisation(state):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from models import Ising
 
 import ebm
 from ebm import plot
@@ -16,16 +17,6 @@ from ebm import plot
 # An RGBA image of one flat colour has variance 0; any drawn line, bar or image adds some.
 # A figure whose axes are empty (frames and labels only) stays below this.
 MIN_PIXEL_VARIANCE = 1e-3
-
-
-class Ising(ebm.EnergyModel):
-    def __init__(self, L, beta):
-        super().__init__(s=ebm.Spin(L, L))
-        self.beta = beta
-
-    def energy(self, state):
-        s = state["s"]
-        return -self.beta * (s * s.roll(1, -1) + s * s.roll(1, -2)).sum((-2, -1))
 
 
 class Gaussian2d(ebm.EnergyModel):

@@ -5,6 +5,7 @@ import math
 import torch
 
 import ebm
+import ebm.datasets
 
 
 class Ising(ebm.EnergyModel):
@@ -52,3 +53,31 @@ def test_rbm_snippets():
     ll = ebm.log_likelihood(rbm, {"v": data}, log_z=None)
     assert ll.shape == (10,) and float(ll.max()) < 0 and isinstance(float(log_z), float)
     assert rbm.free_energy({"v": data}).shape == (10,)
+
+
+def test_training_evaluation_plot_and_continuous_snippets(one_thread):
+    X, _ = ebm.datasets.digits("train")
+    model = ebm.RBM(n_visible=64, n_hidden=8)
+    history = ebm.fit(
+        model, {"v": X}, sampler=ebm.Gibbs(), method="pcd", k=1,
+        epochs=2, batch_size=100, n_chains=100, optimizer=None, lr=0.01, seed=0,
+    )  # fmt: skip
+    assert len(history) == 2
+    log_z = ebm.log_partition(model, method="ais", n_betas=10_000, n_runs=100)
+    exact = ebm.log_partition(model, method="exact")
+    assert abs(float(log_z) - float(exact)) < 4 * log_z.stderr + 1e-6
+    chains = ebm.sample(model, ebm.Gibbs(), n_chains=16, n_steps=50)
+    assert type(ebm.plot.trace(chains)).__name__ == "Figure"
+    assert type(ebm.plot.autocorrelation(chains)).__name__ == "Figure"
+
+    class Gaussian(ebm.EnergyModel):
+        def __init__(self):
+            super().__init__(x=ebm.Real(3))
+            self.scale = torch.nn.Parameter(torch.ones(3))
+
+        def energy(self, state):
+            return 0.5 * (state["x"] / self.scale).square().sum(-1)
+
+    for sampler in (ebm.Langevin(0.5, metropolis=True), ebm.HMC(0.3, 5)):
+        draws = ebm.sample(Gaussian(), sampler, n_chains=64, n_steps=50, burn_in=50)
+        assert draws["x"].shape == (50, 64, 3) and "accept_prob" in draws.stats

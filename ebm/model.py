@@ -194,3 +194,33 @@ class EnergyModel(nn.Module):
         from ebm.io import save_model
 
         save_model(self, path)
+
+
+def checked_energy(model: EnergyModel, state: Mapping[str, torch.Tensor], method: str = "energy") -> torch.Tensor:
+    """``model.<method>(state)`` (``"energy"`` or ``"free_energy"``), checked to be a floating
+    ``(batch,)`` tensor for a state of ``batch`` rows.
+
+    Samplers and estimators compute with a user's energy through this, so that a wrong shape
+    or an integer dtype is named here instead of surfacing as a broadcast error or as torch's
+    "not implemented for 'Long'" further down. The check reads only metadata (no host sync).
+
+    Raises:
+        ValueError: the value is not of shape ``(batch,)``.
+        TypeError: it is not a floating-point tensor.
+    """
+    value = getattr(model, method)(state)
+    batch = next(iter(state.values())).shape[0]
+    where = f"{type(model).__name__}.{method}"
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where} must return a torch.Tensor of shape ({batch},), got {type(value).__name__}")
+    if value.shape != (batch,):
+        raise ValueError(
+            f"{where} must return shape ({batch},), one value per row of the state, got {tuple(value.shape)}; "
+            f"sum over the block's dimensions (e.g. .sum(-1))"
+        )
+    if not value.is_floating_point():
+        raise TypeError(
+            f"{where} returned a {value.dtype} tensor; energies must be floating point: "
+            f"compute them in the state's dtype ({model.dtype}) instead of casting to an integer type"
+        )
+    return value

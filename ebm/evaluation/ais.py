@@ -70,7 +70,10 @@ def annealing_schedule(kind: str | torch.Tensor = "sm", n_betas: int = 14_500) -
 
 
 def summable(path: Tempered, name: str, probe: State) -> bool:
-    """Whether ``path`` sums block ``name`` out of ``probe`` (a factorised Bernoulli conditional)."""
+    """Whether ``path`` sums block ``name`` out of ``probe`` (a factorised Bernoulli conditional
+    given the other blocks; a model's only block has none to condition on)."""
+    if len(probe) < 2:
+        return False
     try:
         with torch.no_grad():
             path.terms({k: v for k, v in probe.items() if k != name})

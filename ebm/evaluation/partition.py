@@ -10,6 +10,11 @@ from ebm.evaluation.enumeration import MAX_STATES, enumerate_states, logsumexp_c
 from ebm.model import EnergyModel, checked_energy
 
 
+class UnreliableEstimate(RuntimeWarning):
+    """A stochastic estimate (AIS ``log Z``, a log-likelihood) whose own diagnostics say it and
+    its standard error should not be trusted; the message says why and what to change."""
+
+
 class LogPartition(float):
     """A log partition function estimate, usable as a float (nats).
 

@@ -9,6 +9,7 @@ let samplers, trainers and evaluators take exact shortcuts.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -17,6 +18,11 @@ from torch import nn
 from ebm.variables import Domain
 
 State = dict[str, torch.Tensor]
+
+
+class DataWarning(UserWarning):
+    """Data that a model's parametrisation does not suit (e.g. unstandardised inputs to a
+    Gaussian RBM); the message says what to do."""
 
 
 class EnergyModel(nn.Module):
@@ -100,6 +106,12 @@ class EnergyModel(nn.Module):
         """
         raise NotImplementedError
 
+    def data_warning(self, state: Mapping[str, torch.Tensor], what: str = "data") -> str | None:
+        """Optional: why values ``state`` (already checked by ``check_state``) are ill-suited to
+        this model as parametrised, or ``None``. ``check_state`` warns ``DataWarning`` with it;
+        the default finds nothing."""
+        return None
+
     # ------------------------------------------------------------------ helpers
     @property
     def dtype(self) -> torch.dtype:
@@ -139,8 +151,9 @@ class EnergyModel(nn.Module):
             state: ``{name: (batch, *shape)}``.
             blocks: the block names ``state`` must have exactly (all blocks by default).
             what: how to call the state in error messages ("data", "init", ...).
-            values: also check that values lie in each block's support (this reads the data
-                once; never call it inside a step loop).
+            values: also check that values lie in each block's support, and warn
+                ``DataWarning`` with ``data_warning``'s message if it has one (this reads the
+                data once; never call it inside a step loop).
 
         Raises:
             TypeError, ValueError: naming the block and what was wrong.
@@ -183,6 +196,10 @@ class EnergyModel(nn.Module):
                 raise ValueError(f"{what} blocks have different batch sizes: '{name}' has {x.shape[0]}, expected {batch}")
             if values:
                 domain.validate(name, x)
+        if values and batch:
+            message = self.data_warning(state, what)
+            if message is not None:
+                warnings.warn(message, DataWarning, stacklevel=3)
         return batch if batch is not None else 0
 
     # ------------------------------------------------------------------ persistence

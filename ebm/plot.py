@@ -309,16 +309,25 @@ def energy(
     max_chains: int = 8,
     burn_in: int | None = None,
     bins: int = 50,
+    label: str = "energy",
 ) -> Figure:
     """Energy trace (left) and histogram of the pooled energies (right).
 
+    ``Chains.energy`` is the energy of the full state, e.g. ``E(v, h)`` for an RBM. Data have
+    no ``h``: to compare chains with data, plot the same quantity for both, e.g. the free
+    energies ``chains.apply(lambda s: rbm.free_energy({"v": s["v"]}))`` against
+    ``rbm.free_energy({"v": data})`` with ``label="free energy F(v)"`` (``F(v) ≤ E(v, h)``
+    for every ``h``, so joint energies sit above the data's free energies even for a
+    perfect sampler).
+
     Args:
         chains: ``Chains`` or energies ``(n_draws, n_chains)`` in nats.
-        reference: optional energies to compare with in the histogram, e.g. of the data,
-            any shape (flattened).
+        reference: optional values of the same quantity to compare with in the histogram,
+            e.g. of the data, any shape (flattened).
         max_chains: at most this many chains are traced.
         burn_in: number of leading draws to shade as burn-in.
         bins: histogram bins.
+        label: what the values are, for the axes (in nats).
     """
     e = chains.energy if isinstance(chains, Chains) else _tensor(chains, "energies")
     e = _as_draws(e.detach().cpu().double(), "energy")
@@ -333,7 +342,7 @@ def energy(
         left.axvspan(0, burn_in, color="0.5", alpha=0.2, lw=0, label="burn-in")
         left.legend(loc="upper right")
     left.set_xlabel("draw")
-    left.set_ylabel("energy (nats)")
+    left.set_ylabel(f"{label} (nats)")
     values = _numpy(e[burn_in or 0 :]).ravel()
     edges = np.histogram_bin_edges(values, bins=bins)
     right.hist(values, bins=edges, density=True, color="C0", alpha=0.7, label="chains")
@@ -349,7 +358,7 @@ def energy(
             label="reference",
         )
         right.legend(loc="upper right")
-    right.set_xlabel("energy (nats)")
+    right.set_xlabel(f"{label} (nats)")
     right.set_ylabel("density")
     return fig
 

@@ -11,8 +11,9 @@ from ebm.model import EnergyModel, checked_energy
 
 
 class UnreliableEstimate(RuntimeWarning):
-    """A stochastic estimate (AIS ``log Z``, a log-likelihood) whose own diagnostics say it and
-    its standard error should not be trusted; the message says why and what to change."""
+    """A stochastic estimate (an AIS ``log Z``, and so the log-likelihoods computed with it)
+    whose own diagnostics say that it and its standard error should not be trusted; the
+    message says why and what to change."""
 
 
 class LogPartition(float):

@@ -9,6 +9,7 @@ let samplers, trainers and evaluators take exact shortcuts.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -17,6 +18,11 @@ from torch import nn
 from ebm.variables import Domain
 
 State = dict[str, torch.Tensor]
+
+
+class DataWarning(UserWarning):
+    """Data that a model's parametrisation does not suit (e.g. unstandardised inputs to a
+    Gaussian RBM); the message says what to do."""
 
 
 class EnergyModel(nn.Module):
@@ -100,6 +106,12 @@ class EnergyModel(nn.Module):
         """
         raise NotImplementedError
 
+    def data_warning(self, state: Mapping[str, torch.Tensor], what: str = "data") -> str | None:
+        """Optional: why values ``state`` (already checked by ``check_state``) are ill-suited to
+        this model as parametrised, or ``None``. ``check_state`` warns ``DataWarning`` with it;
+        the default finds nothing."""
+        return None
+
     # ------------------------------------------------------------------ helpers
     @property
     def dtype(self) -> torch.dtype:
@@ -139,8 +151,9 @@ class EnergyModel(nn.Module):
             state: ``{name: (batch, *shape)}``.
             blocks: the block names ``state`` must have exactly (all blocks by default).
             what: how to call the state in error messages ("data", "init", ...).
-            values: also check that values lie in each block's support (this reads the data
-                once; never call it inside a step loop).
+            values: also check that values lie in each block's support, and warn
+                ``DataWarning`` with ``data_warning``'s message if it has one (this reads the
+                data once; never call it inside a step loop).
 
         Raises:
             TypeError, ValueError: naming the block and what was wrong.
@@ -183,6 +196,10 @@ class EnergyModel(nn.Module):
                 raise ValueError(f"{what} blocks have different batch sizes: '{name}' has {x.shape[0]}, expected {batch}")
             if values:
                 domain.validate(name, x)
+        if values and batch:
+            message = self.data_warning(state, what)
+            if message is not None:
+                warnings.warn(message, DataWarning, stacklevel=3)
         return batch if batch is not None else 0
 
     # ------------------------------------------------------------------ persistence
@@ -194,3 +211,33 @@ class EnergyModel(nn.Module):
         from ebm.io import save_model
 
         save_model(self, path)
+
+
+def checked_energy(model: EnergyModel, state: Mapping[str, torch.Tensor], method: str = "energy") -> torch.Tensor:
+    """``model.<method>(state)`` (``"energy"`` or ``"free_energy"``), checked to be a floating
+    ``(batch,)`` tensor for a state of ``batch`` rows.
+
+    Samplers and estimators compute with a user's energy through this, so that a wrong shape
+    or an integer dtype is named here instead of surfacing as a broadcast error or as torch's
+    "not implemented for 'Long'" further down. The check reads only metadata (no host sync).
+
+    Raises:
+        ValueError: the value is not of shape ``(batch,)``.
+        TypeError: it is not a floating-point tensor.
+    """
+    value = getattr(model, method)(state)
+    batch = next(iter(state.values())).shape[0]
+    where = f"{type(model).__name__}.{method}"
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{where} must return a torch.Tensor of shape ({batch},), got {type(value).__name__}")
+    if value.shape != (batch,):
+        raise ValueError(
+            f"{where} must return shape ({batch},), one value per row of the state, got {tuple(value.shape)}; "
+            f"sum over the block's dimensions (e.g. .sum(-1))"
+        )
+    if not value.is_floating_point():
+        raise TypeError(
+            f"{where} returned a {value.dtype} tensor; energies must be floating point: "
+            f"compute them in the state's dtype ({model.dtype}) instead of casting to an integer type"
+        )
+    return value

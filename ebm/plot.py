@@ -86,6 +86,15 @@ def _site_label(name: str, index: tuple[int, ...]) -> str:
     return f"{name}[{', '.join(map(str, index))}]"
 
 
+def _most_variable(x: torch.Tensor, k: int) -> list[int]:
+    """Flat indices of the ``k`` sites of draws ``x`` ``(n_draws, n_chains, *shape)`` with the
+    largest variance pooled over draws and chains, in index order. An image block's corner
+    pixels are often constant: their traces say nothing and their autocorrelation is
+    undefined. Ties go to the lower index, so equally variable sites give the first ``k``."""
+    variance = x.detach().flatten(2).double().var(dim=(0, 1), correction=0).cpu()
+    return sorted(torch.sort(variance, descending=True, stable=True).indices[:k].tolist())
+
+
 def _sites(name: str, x: torch.Tensor, coords: Sequence | None) -> list[tuple[str, torch.Tensor]]:
     """Scalar series ``(n_draws, n_chains)`` of the chosen sites of block draws ``x``."""
     shape = tuple(x.shape[2:])
@@ -93,7 +102,7 @@ def _sites(name: str, x: torch.Tensor, coords: Sequence | None) -> list[tuple[st
         return [(name, x)]
     size = math.prod(shape)
     if coords is None:
-        coords = range(min(size, _DEFAULT_SITES))
+        coords = _most_variable(x, _DEFAULT_SITES)
     out = []
     for c in coords:
         index = (c,) if isinstance(c, (int, np.integer)) else tuple(c)
@@ -173,9 +182,10 @@ def trace(
 
     Args:
         chains: ``Chains``, a tensor ``(n_draws, n_chains, ...)``, or ``{label: tensor}``.
-        what: what to plot (see the module docstring); default: the energy and the first
-            sites of the first sampled block.
-        coords: sites of a block to plot (flat indices or index tuples); default the first 3.
+        what: what to plot (see the module docstring); default: the energy and the
+            most variable sites of the first sampled block.
+        coords: sites of a block to plot (flat indices or index tuples); default the 3 that
+            vary most (variance pooled over draws and chains), so constant sites are skipped.
         max_chains: at most this many chains are drawn (all are pooled in the histogram).
         burn_in: number of leading draws to shade as burn-in (for chains recorded with it).
         bins: histogram bins.
@@ -229,9 +239,10 @@ def autocorrelation(
 
     Args:
         chains: ``Chains``, a tensor ``(n_draws, n_chains, ...)``, or ``{label: tensor}``.
-        what: what to plot (see the module docstring); default: the energy and the first
-            sites of the first sampled block.
-        coords: sites of a block to plot (flat indices or index tuples); default the first 3.
+        what: what to plot (see the module docstring); default: the energy and the
+            most variable sites of the first sampled block.
+        coords: sites of a block to plot (flat indices or index tuples); default the 3 that
+            vary most (variance pooled over draws and chains), so constant sites are skipped.
         max_lag: largest lag shown, in draws.
         ax: draw into this Axes.
     """
@@ -263,9 +274,10 @@ def running_mean(
 
     Args:
         chains: ``Chains``, a tensor ``(n_draws, n_chains, ...)``, or ``{label: tensor}``.
-        what: what to plot (see the module docstring); default: the energy and the first
-            sites of the first sampled block.
-        coords: sites of a block to plot (flat indices or index tuples); default the first 3.
+        what: what to plot (see the module docstring); default: the energy and the
+            most variable sites of the first sampled block.
+        coords: sites of a block to plot (flat indices or index tuples); default the 3 that
+            vary most (variance pooled over draws and chains), so constant sites are skipped.
         max_chains: at most this many single-chain curves are drawn.
         ax: draw into this Axes (single series only).
     """
@@ -297,16 +309,25 @@ def energy(
     max_chains: int = 8,
     burn_in: int | None = None,
     bins: int = 50,
+    label: str = "energy",
 ) -> Figure:
     """Energy trace (left) and histogram of the pooled energies (right).
 
+    ``Chains.energy`` is the energy of the full state, e.g. ``E(v, h)`` for an RBM. Data have
+    no ``h``: to compare chains with data, plot the same quantity for both, e.g. the free
+    energies ``chains.apply(lambda s: rbm.free_energy({"v": s["v"]}))`` against
+    ``rbm.free_energy({"v": data})`` with ``label="free energy F(v)"`` (``F(v) ≤ E(v, h)``
+    for every ``h``, so joint energies sit above the data's free energies even for a
+    perfect sampler).
+
     Args:
         chains: ``Chains`` or energies ``(n_draws, n_chains)`` in nats.
-        reference: optional energies to compare with in the histogram, e.g. of the data,
-            any shape (flattened).
+        reference: optional values of the same quantity to compare with in the histogram,
+            e.g. of the data, any shape (flattened).
         max_chains: at most this many chains are traced.
         burn_in: number of leading draws to shade as burn-in.
         bins: histogram bins.
+        label: what the values are, for the axes (in nats).
     """
     e = chains.energy if isinstance(chains, Chains) else _tensor(chains, "energies")
     e = _as_draws(e.detach().cpu().double(), "energy")
@@ -321,7 +342,7 @@ def energy(
         left.axvspan(0, burn_in, color="0.5", alpha=0.2, lw=0, label="burn-in")
         left.legend(loc="upper right")
     left.set_xlabel("draw")
-    left.set_ylabel("energy (nats)")
+    left.set_ylabel(f"{label} (nats)")
     values = _numpy(e[burn_in or 0 :]).ravel()
     edges = np.histogram_bin_edges(values, bins=bins)
     right.hist(values, bins=edges, density=True, color="C0", alpha=0.7, label="chains")
@@ -337,7 +358,7 @@ def energy(
             label="reference",
         )
         right.legend(loc="upper right")
-    right.set_xlabel("energy (nats)")
+    right.set_xlabel(f"{label} (nats)")
     right.set_ylabel("density")
     return fig
 

@@ -3,12 +3,14 @@ overlapping labels; ``ax=`` and bad input behave."""
 
 import io
 import itertools
+import re
 
 import matplotlib.image
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from models import Ising
 
 import ebm
@@ -78,6 +80,24 @@ def test_trace(ising_chains, real_chains):
     check(plot.trace(ising_chains, burn_in=10))
     check(plot.trace(real_chains, {"m": lambda s: s["x"].sum(-1), "x": "x", "accept": "accept_prob"}, coords=[2]))
     check(plot.trace({"a": np.random.default_rng(0).normal(size=(40, 2))}))
+
+
+def test_default_sites_are_the_most_variable_not_constant_corners():
+    # an RBM over 4x4 "images" whose border pixels are always 0 (bias -40: p(1) ~ 4e-18)
+    rbm = ebm.RBM(16, 3, seed=0)
+    border = torch.ones(4, 4, dtype=torch.bool)
+    border[1:3, 1:3] = False
+    with torch.no_grad():
+        rbm.a.copy_(torch.where(border.flatten(), -40.0, 0.0))
+    chains = ebm.sample(rbm, ebm.Gibbs(), n_chains=4, n_steps=30, seed=0)
+    assert chains["v"][:, :, border.flatten()].abs().sum() == 0
+    centre = {f"v[{i}]" for i in torch.nonzero(~border.flatten()).flatten().tolist()}
+    for make in (plot.trace, plot.autocorrelation, plot.running_mean):
+        labels = set(re.findall(r"v\[\d+\]", " ".join(t.get_text() for t in make(chains).findobj(Text))))
+        assert len(labels) == 3 and labels <= centre, (make.__name__, labels)
+    # ties (every site equally variable) keep the first sites, as before
+    labels = [a.get_ylabel() for a in plot.trace(torch.ones(5, 2, 6)).axes[::2]]
+    assert labels == ["x[0]", "x[1]", "x[2]"]
 
 
 def test_autocorrelation_and_running_mean(ising_chains, real_chains):

@@ -20,13 +20,14 @@ All runs are one batch (dim 0) on the model's device; nothing syncs the host in 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 
 import torch
 from torch.distributions import Bernoulli
 
-from ebm.evaluation.partition import LogPartition
+from ebm.evaluation.partition import LogPartition, UnreliableEstimate
 from ebm.model import EnergyModel, State
 from ebm.models.independent import Independent
 from ebm.models.tempered import PathTerms, Tempered
@@ -36,6 +37,9 @@ from ebm.samplers.tempering import refreshed
 
 #: the three pieces of Salakhutdinov & Murray's (2008) schedule: (start, end, number of βs)
 SM_PIECES = ((0.0, 0.5, 500), (0.5, 0.9, 4000), (0.9, 1.0, 10_000))
+
+#: AIS warns (``UnreliableEstimate``) when fewer runs than this carry the weight (see ``reliability``)
+MIN_EFFECTIVE_RUNS = 10
 
 
 def annealing_schedule(kind: str | torch.Tensor = "sm", n_betas: int = 14_500) -> torch.Tensor:
@@ -70,7 +74,10 @@ def annealing_schedule(kind: str | torch.Tensor = "sm", n_betas: int = 14_500) -
 
 
 def summable(path: Tempered, name: str, probe: State) -> bool:
-    """Whether ``path`` sums block ``name`` out of ``probe`` (a factorised Bernoulli conditional)."""
+    """Whether ``path`` sums block ``name`` out of ``probe`` (a factorised Bernoulli conditional
+    given the other blocks; a model's only block has none to condition on)."""
+    if len(probe) < 2:
+        return False
     try:
         with torch.no_grad():
             path.terms({k: v for k, v in probe.items() if k != name})
@@ -150,7 +157,8 @@ def weight_summary(log_w: torch.Tensor, z_sigmas: float = 3.0) -> dict[str, floa
 
     ``log mean w`` with the delta-method standard error ``sd(w) / (√n · mean(w))``; the
     interval is ``log(mean w ± z_sigmas · sd(w)/√n)`` (Salakhutdinov & Murray report ±3σ;
-    the lower end is ``−inf`` when the band reaches 0); ``ess = (Σw)² / Σw²``.
+    the lower end is ``−inf`` when the band reaches 0); ``ess = (Σw)² / Σw²``;
+    ``var_log_w`` is the sample variance of ``log w`` (0 for one run).
     """
     log_w = log_w.double()
     n = log_w.numel()
@@ -161,9 +169,42 @@ def weight_summary(log_w: torch.Tensor, z_sigmas: float = 3.0) -> dict[str, floa
     shift = log_w.max()
     lower = (mean - z_sigmas * se).clamp_min(0).log() + shift
     upper = (mean + z_sigmas * se).log() + shift
-    values = torch.stack([mean.log() + shift, se / mean, lower, upper, r.sum().square() / r.square().sum()]).cpu()
-    estimate, stderr, lo, hi, ess = values.tolist()
-    return {"estimate": estimate, "stderr": stderr, "interval": (lo, hi), "ess": ess}
+    var_log_w = log_w.var() if n > 1 else torch.zeros((), dtype=r.dtype, device=r.device)
+    values = [mean.log() + shift, se / mean, lower, upper, r.sum().square() / r.square().sum(), var_log_w]
+    estimate, stderr, lo, hi, ess, var_log_w = torch.stack(values).cpu().tolist()
+    return {"estimate": estimate, "stderr": stderr, "interval": (lo, hi), "ess": ess, "var_log_w": var_log_w}
+
+
+def reliability(summary: Mapping[str, float], n_runs: int) -> str | None:
+    """Why AIS weights summarised by ``weight_summary`` cannot be trusted, or ``None``.
+
+    ``E[Ẑ] = Z`` but ``E[log Ẑ] ≤ log Z`` (Jensen): the weights are heavy-tailed, and when the
+    schedule is too short for the model (too few βs, or a base far from it) the runs miss
+    the rare large weights that carry ``Z``. ``log Ẑ`` then falls below ``log Z``, often by
+    many nats, and the standard error, computed from the same runs, looks small. Two checks:
+
+    - the sample ESS ``(Σw)²/Σw²``: fewer than ``MIN_EFFECTIVE_RUNS`` runs carry the estimate;
+    - the log-normal ESS ``n · exp(−Var log w)``: ``log w`` is a sum of many small increments,
+      close to normal (Neal 2001), and for ``log w ~ N(μ, σ²)`` the weights' relative
+      variance is ``exp(σ²) − 1``, so ``n`` runs are worth ``≈ n · exp(−σ²)``. Unlike the
+      sample ESS this does not need the tail to have been seen: ``σ²`` is estimated well
+      from the bulk of the runs. When ``n · exp(−σ²)`` is small, the weights that carry
+      ``Z`` lie ``σ`` standard deviations up the tail of ``log w``, beyond the ``≈ √(2 ln n)``
+      that ``n`` runs reach, and the sample ESS, computed without them, overstates.
+
+    The bar is ``min(MIN_EFFECTIVE_RUNS, n_runs / 2)``, so that a handful of runs on an
+    easy model does not warn.
+    """
+    bar = min(MIN_EFFECTIVE_RUNS, n_runs / 2)
+    lognormal = n_runs * math.exp(-summary["var_log_w"])
+    if summary["ess"] >= bar and lognormal >= bar:
+        return None
+    return (
+        f"AIS is unreliable here: the {n_runs} runs are worth {summary['ess']:.1f} (ESS of the weights) and "
+        f"{lognormal:.2g} (n·exp(-Var log w), Var log w = {summary['var_log_w']:.3g}) effective runs, below "
+        f"{bar:g}. log Z is then likely biased low (E[log Z_hat] <= log Z), log-likelihoods biased high, "
+        f"and the stderr too small; use more betas (n_betas), a base fitted to the data (data=...), or more runs"
+    )
 
 
 def default_base(model: EnergyModel, base: Independent | None, data: Mapping[str, torch.Tensor] | None) -> Independent:
@@ -214,7 +255,12 @@ def ais_log_partition(
     Returns:
         ``LogPartition`` (a float, nats) with ``.stderr`` (delta method), ``.interval`` (±3
         standard errors of ``mean w``, on the log scale), ``.ess`` of the weights, and
-        ``.info``: ``log_weights`` ``(n_runs,)``, ``log_z0``, ``n_betas``, ``summed``.
+        ``.info``: ``log_weights`` ``(n_runs,)``, ``log_z0``, ``n_betas``, ``summed``, ``var_log_w``.
+
+    Bias: ``E[Ẑ] = Z`` makes ``log Ẑ`` a stochastic lower bound, ``E[log Ẑ] ≤ log Z``, so a
+    schedule too short for the model gives ``log Z`` too low (and log-likelihoods computed
+    with it too high) with a misleadingly small ``stderr``. Warns ``UnreliableEstimate`` when
+    the runs' effective number is too small for the estimate to be trusted (``reliability``).
     """
     if not isinstance(n_runs, int) or n_runs < 1:
         raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")
@@ -236,6 +282,9 @@ def ais_log_partition(
     summary = weight_summary(log_w)
     if not math.isfinite(summary["estimate"]):
         raise FloatingPointError("AIS weights are not finite; check the model's energy and the sampler's step size")
+    problem = reliability(summary, n_runs)
+    if problem is not None:
+        warnings.warn(problem, UnreliableEstimate, stacklevel=3)
     return LogPartition(
         summary["estimate"] + log_z0.item(),
         summary["stderr"],
@@ -246,4 +295,5 @@ def ais_log_partition(
         log_z0=log_z0.item(),
         n_betas=betas.numel() - 1,
         summed=annealer.summed,
+        var_log_w=summary["var_log_w"],
     )

@@ -8,7 +8,7 @@ import torch
 
 from ebm.evaluation.enumeration import enumerate_states, logsumexp_chunks
 from ebm.evaluation.partition import log_partition, supports_free_energy
-from ebm.model import EnergyModel
+from ebm.model import EnergyModel, checked_energy
 
 
 def free_energy_of(model: EnergyModel, data: Mapping[str, torch.Tensor], chunk_size: int = 2**12) -> torch.Tensor:
@@ -20,9 +20,9 @@ def free_energy_of(model: EnergyModel, data: Mapping[str, torch.Tensor], chunk_s
     observed = [k for k in model.variables if k in data]
     latent = [k for k in model.variables if k not in data]
     if not latent:
-        return model.energy(data)
+        return checked_energy(model, data)
     if supports_free_energy(model, observed):
-        return model.free_energy(data)
+        return checked_energy(model, data, "free_energy")
     n = next(iter(data.values())).shape[0]
     out = []
     for row in range(n):
@@ -32,7 +32,7 @@ def free_energy_of(model: EnergyModel, data: Mapping[str, torch.Tensor], chunk_s
             for h in enumerate_states(model, latent, chunk_size):
                 m = next(iter(h.values())).shape[0]
                 full = {k: v.expand(m, *v.shape[1:]) for k, v in x.items()} | h
-                yield -model.energy(full)
+                yield -checked_energy(model, full)
 
         out.append(-logsumexp_chunks(energies()))
     return torch.stack(out).to(model.dtype)

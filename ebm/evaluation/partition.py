@@ -7,7 +7,13 @@ import itertools
 import torch
 
 from ebm.evaluation.enumeration import MAX_STATES, enumerate_states, logsumexp_chunks, n_bits
-from ebm.model import EnergyModel
+from ebm.model import EnergyModel, checked_energy
+
+
+class UnreliableEstimate(RuntimeWarning):
+    """A stochastic estimate (an AIS ``log Z``, and so the log-likelihoods computed with it)
+    whose own diagnostics say that it and its standard error should not be trusted; the
+    message says why and what to change."""
 
 
 class LogPartition(float):
@@ -77,9 +83,10 @@ def exact_log_partition(model: EnergyModel, chunk_size: int = 2**16, max_states:
     """``log Z`` by enumeration: over all states, or over the smallest block set whose
     complement ``free_energy`` sums out (an RBM enumerates its smaller layer)."""
     subset, use_free = exact_plan(model)
-    energy = model.free_energy if use_free else model.energy
+    method = "free_energy" if use_free else "energy"
     with torch.no_grad():
-        value = logsumexp_chunks(-energy(s) for s in enumerate_states(model, subset, chunk_size, max_states))
+        states = enumerate_states(model, subset, chunk_size, max_states)
+        value = logsumexp_chunks(-checked_energy(model, s, method) for s in states)
     return LogPartition(value.item(), 0.0, "exact", enumerated=subset)
 
 

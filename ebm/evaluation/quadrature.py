@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ebm.evaluation.partition import LogPartition
-from ebm.model import EnergyModel
+from ebm.model import EnergyModel, checked_energy
 from ebm.variables import Real
 
 
@@ -50,7 +50,7 @@ def grid_log_density(
     name = _block(model)
     points, area = grid(bounds, n, model.dtype, model.device)
     with torch.no_grad():
-        energy = torch.cat([model.energy({name: p}) for p in points.split(chunk)]).double()
+        energy = torch.cat([checked_energy(model, {name: p}) for p in points.split(chunk)]).double()
     if not torch.isfinite(energy).all():
         raise ValueError("the model's energy is NaN/inf somewhere on the grid; log Z by quadrature is undefined")
     log_z = torch.logsumexp(-energy, 0) + math.log(area)

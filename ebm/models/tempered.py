@@ -25,7 +25,7 @@ import torch
 from torch.distributions import Bernoulli, Distribution, Independent, Normal
 from torch.nn.functional import softplus
 
-from ebm.model import EnergyModel
+from ebm.model import EnergyModel, checked_energy
 
 
 class PathTerms(NamedTuple):
@@ -120,7 +120,7 @@ class Tempered(EnergyModel):
 
     def energy(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``β·E(x) + (1 − β)·E₀(x)``, shape ``(batch,)``, nats."""
-        e = self.beta * self.model.energy(state)
+        e = self.beta * checked_energy(self.model, state)
         if self.base is not None:
             e = e + (1 - self.beta) * self.base.energy(state)
         return e
@@ -151,15 +151,15 @@ class Tempered(EnergyModel):
         name = self.summed_block(state)
         if name is None:
             base_energy = 0.0 if self.base is None else self.base.energy(state)
-            return PathTerms(self.model.energy(state), base_energy, None, None)
+            return PathTerms(checked_energy(self.model, state), base_energy, None, None)
         domain = self.variables[name]
         n = next(iter(state.values())).shape[0]
         down = torch.full((n, *domain.shape), domain.values[0], dtype=self.dtype, device=self.device)
         full = {**state, name: down}
-        logits = self._logits(self.model, name, full)
+        energy, logits = checked_energy(self.model, full), self._logits(self.model, name, full)
         if self.base is None:
-            return PathTerms(self.model.energy(full), 0.0, logits, 0.0)
-        return PathTerms(self.model.energy(full), self.base.energy(full), logits, self._logits(self.base, name, full))
+            return PathTerms(energy, 0.0, logits, 0.0)
+        return PathTerms(energy, self.base.energy(full), logits, self._logits(self.base, name, full))
 
     @staticmethod
     def _logits(model: EnergyModel, name: str, state: Mapping[str, torch.Tensor]) -> torch.Tensor:

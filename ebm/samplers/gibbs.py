@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.distributions import Bernoulli, Independent, MultivariateNormal, Normal
 
-from ebm.model import EnergyModel
+from ebm.model import EnergyModel, checked_energy
 from ebm.samplers.base import Sampler, SamplerState
 from ebm.variables import Domain
 
@@ -84,17 +84,20 @@ class Gibbs(Sampler):
     @staticmethod
     def _plan(model: EnergyModel, name: str, state: Mapping[str, torch.Tensor]) -> str:
         domain = model.variables[name]
+        n = next(iter(state.values())).shape[0]
         try:
             with torch.no_grad():
                 dist = model.conditional(name, state)
         except NotImplementedError:
             if domain.discrete:
+                # The site-wise rule computes with energies: check one now, before any step.
+                with torch.no_grad():
+                    checked_energy(model, state)
                 return "sitewise"
             raise TypeError(
                 f"Gibbs cannot update the {domain!r} block '{name}': the model has no conditional() for it. "
                 f"Use ebm.Langevin or ebm.HMC for continuous blocks."
             ) from None
-        n = next(iter(state.values())).shape[0]
         expected = torch.Size((n, *domain.shape))
         shape = dist.batch_shape + dist.event_shape
         if shape != expected:
@@ -118,7 +121,7 @@ class Gibbs(Sampler):
         x = state[name].clone()
         state = {**state, name: x}
         flat = x.view(x.shape[0], -1)
-        energy = model.energy(state)
+        energy = checked_energy(model, state)
         u = torch.rand(flat.shape, generator=generator, dtype=energy.dtype, device=energy.device)
         for i in range(flat.shape[1]):
             old = flat[:, i].clone()

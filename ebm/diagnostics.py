@@ -28,7 +28,8 @@ pixels x 1000 draws x 1000 chains) fit in memory.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from functools import cached_property
 
 import torch
 from pyro.ops import stats
@@ -77,28 +78,27 @@ def _split(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[:half], x[x.shape[0] - half :]], dim=1)
 
 
-def _sorted_sites(x: torch.Tensor) -> torch.Tensor:
-    """``(n, m, S)`` -> ``(S, n m)``, each site's pooled draws in ascending order."""
-    return x.flatten(0, 1).T.contiguous().sort(dim=1).values
-
-
-def _z_scale(x: torch.Tensor) -> torch.Tensor:
-    """Normal scores of the pooled ranks (ties share their average rank), same shape as ``x``."""
+def _ranked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled ranks of each site's draws ``(n, m, S)`` (ties share their average rank, 1-based),
+    same shape as ``x``, and the sorted draws ``(S, n m)``: one sort, no search."""
     flat = x.flatten(0, 1).T.contiguous()
-    ordered = flat.sort(dim=1).values
-    below = torch.searchsorted(ordered, flat, right=False)
-    upto = torch.searchsorted(ordered, flat, right=True)
-    rank = (below + upto + 1).to(x.dtype) / 2
+    ordered, order = flat.sort(dim=1)
     n = flat.shape[1]
-    z = torch.special.ndtri((rank - _BLOM) / (n - 2 * _BLOM + 1))
-    return z.T.reshape(x.shape)
+    pos = torch.arange(n, device=x.device).expand_as(order)
+    first = torch.ones_like(order, dtype=torch.bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    last = torch.ones_like(first)
+    last[:, :-1] = first[:, 1:]
+    start = torch.where(first, pos, 0).cummax(1).values
+    end = torch.where(last, pos, n - 1).flip(1).cummin(1).values.flip(1)
+    rank = torch.empty_like(flat).scatter_(1, order, (start + end).to(flat.dtype) / 2 + 1)
+    return rank.T.reshape(x.shape), ordered
 
 
-def _median(x: torch.Tensor) -> torch.Tensor:
-    """Median of each site's pooled draws ``(S,)``, averaging the middle two as numpy does."""
-    ordered = _sorted_sites(x)
-    n = ordered.shape[1]
-    return (ordered[:, (n - 1) // 2] + ordered[:, n // 2]) / 2
+def _normal_scores(rank: torch.Tensor) -> torch.Tensor:
+    """Rank -> normal score with Blom's offset, as Vehtari et al. 2021 (and ArviZ)."""
+    n = rank[..., 0].numel()
+    return torch.special.ndtri((rank - _BLOM) / (n - 2 * _BLOM + 1))
 
 
 def _quantile(ordered: torch.Tensor, p: float) -> torch.Tensor:
@@ -156,49 +156,70 @@ def _rhat_of(z: torch.Tensor) -> torch.Tensor:
     return ((between / within + n - 1) / n).sqrt()
 
 
-def _ess_bulk(x: torch.Tensor) -> torch.Tensor:
-    return _geyer_ess(_z_scale(_split(x)))
+class _Chunk:
+    """Draws of a chunk of sites ``(n, m, S)`` (float64) with the sorts and split chains that
+    several statistics share, each computed once."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+    @cached_property
+    def split(self) -> torch.Tensor:
+        return _split(self.x)
+
+    @cached_property
+    def _split_ranked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _ranked(self.split)
+
+    @cached_property
+    def z_split(self) -> torch.Tensor:
+        return _normal_scores(self._split_ranked[0])
+
+    @cached_property
+    def sorted_draws(self) -> torch.Tensor:
+        """All draws of each site in order ``(S, n m)`` (for quantiles of the unsplit draws)."""
+        if self.x.shape[0] % 2 == 0:  # the split chains hold every draw
+            return self._split_ranked[1]
+        return self.x.flatten(0, 1).T.sort(dim=1).values
+
+    def ess_bulk(self) -> torch.Tensor:
+        return _geyer_ess(self.z_split)
+
+    def ess_tail(self) -> torch.Tensor:
+        low, high = (
+            _geyer_ess(_split((self.x <= _quantile(self.sorted_draws, p)).to(self.x.dtype))) for p in (0.05, 0.95)
+        )
+        return torch.minimum(low, high)
+
+    @cached_property
+    def _ess_mean(self) -> torch.Tensor:
+        return _geyer_ess(self.split)
+
+    def ess_mean(self) -> torch.Tensor:
+        return self._ess_mean
+
+    def rhat(self) -> torch.Tensor:
+        ordered = self._split_ranked[1]
+        n = ordered.shape[1]
+        median = (ordered[:, (n - 1) // 2] + ordered[:, n // 2]) / 2
+        folded = _normal_scores(_ranked((self.split - median).abs())[0])
+        return torch.maximum(_rhat_of(self.z_split), _rhat_of(folded))
+
+    def mcse_mean(self) -> torch.Tensor:
+        return self.x.flatten(0, 1).std(0) / self._ess_mean.sqrt()
+
+    def mcse_sd(self) -> torch.Tensor:
+        square = (self.x - self.x.mean((0, 1))) ** 2
+        var = square.mean((0, 1))
+        var_of_var = ((square**2).mean((0, 1)) - var**2) / _geyer_ess(_split(square))
+        return (var_of_var / var / 4).sqrt()
 
 
-def _ess_tail(x: torch.Tensor) -> torch.Tensor:
-    ordered = _sorted_sites(x)
-    low, high = (_geyer_ess(_split((x <= _quantile(ordered, p)).to(x.dtype))) for p in (0.05, 0.95))
-    return torch.minimum(low, high)
+#: every statistic ``compute`` knows
+STATISTICS = ("ess_bulk", "ess_tail", "ess_mean", "rhat", "mcse_mean", "mcse_sd")
 
 
-def _ess_mean(x: torch.Tensor) -> torch.Tensor:
-    return _geyer_ess(_split(x))
-
-
-def _rhat(x: torch.Tensor) -> torch.Tensor:
-    split = _split(x)
-    folded = (split - _median(split)).abs()
-    return torch.maximum(_rhat_of(_z_scale(split)), _rhat_of(_z_scale(folded)))
-
-
-def _mcse_mean(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(0, 1).std(0) / _ess_mean(x).sqrt()
-
-
-def _mcse_sd(x: torch.Tensor) -> torch.Tensor:
-    square = (x - x.mean((0, 1))) ** 2
-    var = square.mean((0, 1))
-    var_of_var = ((square**2).mean((0, 1)) - var**2) / _ess_mean(square)
-    return (var_of_var / var / 4).sqrt()
-
-
-#: every statistic ``compute`` knows, as functions of float64 draws ``(n, m, S)`` -> ``(S,)``
-_STATISTICS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "ess_bulk": _ess_bulk,
-    "ess_tail": _ess_tail,
-    "ess_mean": _ess_mean,
-    "rhat": _rhat,
-    "mcse_mean": _mcse_mean,
-    "mcse_sd": _mcse_sd,
-}
-
-
-def compute(x: torch.Tensor, statistics: Iterable[str] = tuple(_STATISTICS)) -> dict[str, torch.Tensor]:
+def compute(x: torch.Tensor, statistics: Iterable[str] = STATISTICS) -> dict[str, torch.Tensor]:
     """Several diagnostics of ``x`` ``(n_draws, n_chains, *shape)`` in one pass over its sites.
 
     Args:
@@ -212,9 +233,9 @@ def compute(x: torch.Tensor, statistics: Iterable[str] = tuple(_STATISTICS)) -> 
     """
     x = _float(x)
     names = list(statistics)
-    unknown = [s for s in names if s not in _STATISTICS]
+    unknown = [s for s in names if s not in STATISTICS]
     if unknown:
-        raise ValueError(f"unknown statistics {unknown}; choose from {list(_STATISTICS)}")
+        raise ValueError(f"unknown statistics {unknown}; choose from {list(STATISTICS)}")
     sites = x.detach().reshape(x.shape[0], x.shape[1], -1)
     if x.shape[0] < 4:  # too few draws to split into chains of 2 (ArviZ's minimum too)
         return {s: torch.full(x.shape[2:], float("nan"), dtype=x.dtype, device=x.device) for s in names}
@@ -223,8 +244,9 @@ def compute(x: torch.Tensor, statistics: Iterable[str] = tuple(_STATISTICS)) -> 
     for i in range(0, sites.shape[2], per_chunk):
         chunk = sites[..., i : i + per_chunk].double()
         undefined = chunk.isnan().any((0, 1)) | ((chunk.amax((0, 1)) - chunk.amin((0, 1))) < _CONSTANT)
+        work = _Chunk(chunk)
         for s in names:
-            parts[s].append(_STATISTICS[s](chunk).masked_fill(undefined, float("nan")))
+            parts[s].append(getattr(work, s)().masked_fill(undefined, float("nan")))
     return {s: torch.cat(v).reshape(x.shape[2:]).to(x.dtype) for s, v in parts.items()}
 
 

@@ -186,9 +186,7 @@ class _Chunk:
         return _geyer_ess(self.z_split)
 
     def ess_tail(self) -> torch.Tensor:
-        low, high = (
-            _geyer_ess(_split((self.x <= _quantile(self.sorted_draws, p)).to(self.x.dtype))) for p in (0.05, 0.95)
-        )
+        low, high = (_geyer_ess(_split((self.x <= _quantile(self.sorted_draws, p)).to(self.x.dtype))) for p in (0.05, 0.95))
         return torch.minimum(low, high)
 
     @cached_property

@@ -164,18 +164,19 @@ def test_constant_sites_are_counted_and_left_out_of_the_ranges():
 
 def test_rhat_is_not_computed_for_chains_clamped_to_different_rows():
     # chain c is clamped to data row c and its x has mean c: a different target per chain, so R-hat means nothing
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(N_DRAWS, N_CHAINS, 2, generator=g) + torch.arange(N_CHAINS.__float__())[:, None]
+    n = 1000
+    x = torch.randn(n, N_CHAINS, 2, generator=torch.Generator().manual_seed(3)) + torch.arange(float(N_CHAINS))[:, None]
     rows = torch.arange(N_CHAINS * 3.0).reshape(N_CHAINS, 3)
     summary = blocks_chains({"x": x}, {"d": rows}).summary()
     assert summary.separate_targets
     assert summary["x"]["rhat"].isnan().all() and summary["energy"]["rhat"].isnan().all()
     text = str(summary)
     assert "*" not in text and "r_hat not computed" in text
-    # independent draws within each chain: the chains' own ESS add up to about the number of draws
-    # (pooling the chains as if they shared a target would give an ESS of a few)
-    assert (summary["x"]["ess"] > 0.8 * N_DRAWS * N_CHAINS).all()
-    assert torch.allclose(summary["x"]["mcse"], torch.full((2,), (N_DRAWS * N_CHAINS) ** -0.5), rtol=0.2)
+    # independent draws within each chain: the chains' own ESS add up to about the number of draws (over
+    # 200 seeds: 0.944 of them, sd 0.031) where pooling the chains as one target gives 0.0014 of them;
+    # the MCSE of the mean is then about 1 / sqrt(draws) (ratio 1.035, sd 0.020)
+    assert (summary["x"]["ess"] > 0.7 * n * N_CHAINS).all()
+    assert ((summary["x"]["mcse"] * (n * N_CHAINS) ** 0.5 - 1).abs() < 0.25).all()
     # one observation shared by every chain: one target, R-hat as usual (and large here)
     shared = blocks_chains({"x": x}, {"d": rows[:1].expand(N_CHAINS, 3)}).summary()
     assert not shared.separate_targets and (shared["x"]["rhat"] > 1.5).all() and "*" in str(shared)

@@ -38,34 +38,56 @@ def separate_targets(chains: Chains) -> bool:
     return False
 
 
-def _split_rhat(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Plain split R-hat ``(S,)`` from the two halves ``(h, m, S)`` of every chain."""
-    h = first.shape[0]
-    means = torch.cat([first.mean(0), second.mean(0)])
-    within = torch.cat([first.var(0), second.var(0)]).mean(0)
+def _rhat_from_sums(total: torch.Tensor, squares: torch.Tensor, h: int) -> torch.Tensor:
+    """Plain R-hat ``(S,)`` of chain pieces of ``h`` draws from their sums and sums of squares ``(pieces, S)``."""
+    means = total / h
+    within = ((squares - h * means.square()) / (h - 1)).mean(0)
     return ((h * means.var(0) / within + h - 1) / h).sqrt()
 
 
 def suspicious_sites(x: torch.Tensor, k: int = CHECK_SITES) -> torch.Tensor:
     """Indices of at most ``2k`` non-constant sites of ``x`` ``(n_draws, n_chains, S)``: the
     ``k`` with the largest plain split R-hat (of ``x`` and of ``|x - mean|``) and the ``k``
-    with the largest lag-1 autocorrelation, screened in chunks of ``CHECK_DRAWS`` draws."""
+    with the largest lag-1 autocorrelation (mean over chains).
+
+    Two passes over the draws, ``CHECK_DRAWS`` at a time in contiguous blocks of draws,
+    accumulating per-chain sums in float64."""
     n, m, n_sites = x.shape
     half = n // 2
-    rhat, lag1, varying = [], [], []
-    step = max(1, CHECK_DRAWS // (n * m))
-    for i in range(0, n_sites, step):
-        c = x[..., i : i + step]
-        c = c if c.is_floating_point() else c.double()
-        dist = (c - c.mean((0, 1))).abs()
-        r = torch.maximum(_split_rhat(c[:half], c[n - half :]), _split_rhat(dist[:half], dist[n - half :]))
-        centred = c - c.mean(0)
-        rho = (centred[1:] * centred[:-1]).sum(0) / centred.square().sum(0)
-        rhat.append(r.nan_to_num(nan=-1.0))
-        lag1.append(rho.mean(0).nan_to_num(nan=-2.0))
-        varying.append(c.amax((0, 1)) > c.amin((0, 1)))
-    rhat, lag1, varying = torch.cat(rhat), torch.cat(lag1), torch.cat(varying)
-    rhat, lag1 = rhat.masked_fill(~varying, -torch.inf), lag1.masked_fill(~varying, -torch.inf)
+    rows = max(1, CHECK_DRAWS // max(1, m * n_sites))
+    zeros = torch.zeros(2, m, n_sites, dtype=torch.float64, device=x.device)
+    first, second, folded_first, folded_second = zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone()
+    lagged = torch.zeros(m, n_sites, dtype=torch.float64, device=x.device)
+    high = torch.full((n_sites,), -torch.inf, dtype=torch.float64, device=x.device)
+    low = -high
+    for t in range(0, n, rows):
+        c = x[t : min(t + rows + 1, n)].double()  # one draw of overlap for the lag-1 products
+        own = c[: min(rows, n - t)]
+        lagged += (c[1:] * c[:-1]).sum(0)
+        high, low = torch.maximum(high, own.amax((0, 1))), torch.minimum(low, own.amin((0, 1)))
+        for target, lo, hi in ((first, 0, half), (second, n - half, n)):
+            piece = own[max(lo - t, 0) : max(hi - t, 0)]
+            target[0] += piece.sum(0)
+            target[1] += piece.square().sum(0)
+    mean = (first[0] + second[0]).sum(0) / (2 * half * m)
+    for t in range(0, n, rows):
+        own = (x[t : t + rows].double() - mean).abs()
+        for target, lo, hi in ((folded_first, 0, half), (folded_second, n - half, n)):
+            piece = own[max(lo - t, 0) : max(hi - t, 0)]
+            target[0] += piece.sum(0)
+            target[1] += piece.square().sum(0)
+    rhat = torch.maximum(
+        _rhat_from_sums(torch.cat([first[0], second[0]]), torch.cat([first[1], second[1]]), half),
+        _rhat_from_sums(
+            torch.cat([folded_first[0], folded_second[0]]), torch.cat([folded_first[1], folded_second[1]]), half
+        ),
+    )
+    chain_mean = (first[0] + second[0]) / (2 * half)
+    chain_var = (first[1] + second[1]) / (2 * half) - chain_mean.square()
+    lag1 = (lagged / (n - 1) - chain_mean.square()) / chain_var
+    varying = high > low
+    rhat = rhat.nan_to_num(nan=-1.0).masked_fill(~varying, -torch.inf)
+    lag1 = lag1.nan_to_num(nan=-2.0).mean(0).masked_fill(~varying, -torch.inf)
     k = min(k, n_sites)
     picked = torch.cat([rhat.topk(k).indices, lag1.topk(k).indices]).unique()
     return picked[varying[picked]]

@@ -225,11 +225,12 @@ def test_sample_checks_a_few_suspicious_sites_of_big_blocks(monkeypatch):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(100, 4, 300, generator=g)
     x[:, 0, 123] += 3  # one site where one chain sits elsewhere
+    x[:, :, 50] = x[:, :, 50].cumsum(0) / 10  # and one that moves as a random walk
     chains = blocks_chains({"v": x})
     monkeypatch.setattr(reliability, "CHECK_DRAWS", 100 * 4 * 50)
     checked = reliability.check(chains)
-    assert checked["v"]["rhat"].shape == (2 * reliability.CHECK_SITES,)
+    assert checked["v"]["rhat"].numel() <= 2 * reliability.CHECK_SITES
     assert checked["v"]["rhat"].max() > 1.2  # the screen found the bad site
-    assert 123 in reliability.suspicious_sites(x).tolist()
+    assert {50, 123} <= set(reliability.suspicious_sites(x).tolist())
     monkeypatch.setattr(reliability, "CHECK_DRAWS", 2**20)
     assert reliability.check(chains)["v"]["rhat"].shape == (300,)

@@ -282,4 +282,3 @@ def sample(
     chains = Chains(draws, energy, last, obs_names, stats, sstate, divergences)
     warn_unreliable(chains, sampler, burn_in)
     return chains
-

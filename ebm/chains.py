@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Callable, Mapping
 
 import torch
 from tqdm.auto import tqdm
 
 from ebm.model import EnergyModel, State
+from ebm.reliability import separate_targets, warn_unreliable
 from ebm.samplers.base import Sampler, SamplerState
 from ebm.summary import Summary, sampler_statistics, summarize
 
@@ -79,8 +79,11 @@ class Chains:
         return f"Chains({self.n_draws} draws x {self.n_chains} chains; {blocks})"
 
     def summary(self, functions: Mapping[str, Callable[[State], torch.Tensor]] | None = None) -> Summary:
-        """Per-block mean, sd, MCSE, ESS and split R-hat (tensors of the block's shape), plus
-        the energy, scalar ``functions`` of the state and the sampler's statistics.
+        """Per-block mean, sd, MCSE of the mean and sd, bulk and tail ESS and rank-normalised
+        R-hat (tensors of the block's shape; see ``ebm.diagnostics``), plus the energy, scalar
+        ``functions`` of the state and the sampler's statistics. When the chains are clamped to
+        different observed rows (one data row per chain) each targets its own distribution:
+        R-hat is then not computed and ESS/MCSE combine each chain's own estimates.
 
         Args:
             functions: ``{name: fn}`` with ``fn(state) -> (batch,)``, e.g.
@@ -88,19 +91,21 @@ class Chains:
                 statistics as a block (shape ``()``), computed from ``self.apply(fn)``.
 
         Returns:
-            A ``Summary`` (a dict ``{name: {"mean", "sd", "mcse", "ess", "rhat"}}`` with the
-            sampler's statistics in ``.sampler``); printing it shows a table.
+            A ``Summary`` (a dict ``{name: {"mean", "sd", "mcse", "mcse_sd", "ess", "ess_tail",
+            "rhat"}}`` with the sampler's statistics in ``.sampler``); printing it shows a
+            table that flags R-hat above 1.01 and ESS below 100.
         """
-        entries = {k: summarize(v) for k, v in self.draws.items() if k not in self.observed}
-        entries["energy"] = summarize(self.energy)
+        separate = separate_targets(self)
+        entries = {k: summarize(v, separate) for k, v in self.draws.items() if k not in self.observed}
+        entries["energy"] = summarize(self.energy, separate)
         for name, fn in (functions or {}).items():
             if name in entries:
                 raise ValueError(f"function name '{name}' clashes with a block or 'energy'; pick another")
-            entries[name] = summarize(self.apply(fn))
+            entries[name] = summarize(self.apply(fn), separate)
         sampler = sampler_statistics(self.stats)
         if self.divergences is not None:
             sampler["divergences"] = self.n_divergent  # thinned-out steps count too
-        return Summary(entries, sampler, self.n_draws, self.n_chains)
+        return Summary(entries, sampler, self.n_draws, self.n_chains, separate)
 
     def apply(self, fn: Callable[[State], torch.Tensor], max_batch: int = 65536) -> torch.Tensor:
         """Evaluate a scalar function of the state on every draw of every chain.
@@ -275,19 +280,5 @@ def sample(
     draws = {k: draws[k] for k in model.variables}
     last = {k: v.detach().clone() for k, v in sstate.state.items()}
     chains = Chains(draws, energy, last, obs_names, stats, sstate, divergences)
-    _warn_divergences(chains)
+    warn_unreliable(chains, sampler, burn_in)
     return chains
-
-
-def _warn_divergences(chains: Chains) -> None:
-    """Warn, naming the chains that diverged repeatedly, when any transition diverged."""
-    if not chains.n_divergent:
-        return
-    repeated = (chains.divergences >= Chains.repeated_divergences).nonzero().flatten().tolist()
-    named = f"; chain(s) {repeated[:20]}{' ...' if len(repeated) > 20 else ''} diverged repeatedly" if repeated else ""
-    warnings.warn(
-        f"{chains.n_divergent} divergent transition(s) after burn-in (NaN/inf energy or gradient, or a huge "
-        f"energy error), all rejected{named}. Lower the step size, lengthen burn-in, or check the energy.",
-        RuntimeWarning,
-        stacklevel=3,
-    )

@@ -28,7 +28,7 @@ def test_ising_snippet():
     assert chains.energy.shape == (1000, 256)
     assert chains.last["s"].shape == (256, 4, 4)
     summary = chains.summary()
-    assert set(summary["s"]) == {"mean", "sd", "mcse", "ess", "rhat"}
+    assert set(summary["s"]) >= {"mean", "sd", "mcse", "ess", "rhat"}
     # the energy of a 4x4 periodic Ising model at beta=0.3, exactly: d log Z / d beta = -<E>/beta
     beta = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
     exact = Ising(4, beta)

@@ -133,10 +133,12 @@ def test_nan_energies_are_rejected_not_propagated(sampler):
     assert (chains.stats["accept_prob"][divergent] == 0).all()
 
 
-def test_no_warning_without_divergences():
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+def test_no_divergence_warning_without_divergences():
+    # so short a run is warned about for its R-hat and ESS, but not for divergences
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         ebm.sample(DiagonalGaussian(torch.ones(2)), ebm.Langevin(0.1), n_chains=8, n_steps=20, burn_in=20)
+    assert not [w for w in caught if "divergent" in str(w.message)]
 
 
 def test_langevin_records_per_chain_info():

@@ -5,8 +5,11 @@ import warnings
 
 import pytest
 import torch
+from models import Ising
+from test_langevin import Cliff
 
 import ebm
+from ebm import reliability
 from ebm.chains import Chains
 from ebm.summary import Summary, summarize
 
@@ -37,7 +40,7 @@ def test_summary_has_every_statistic_in_the_block_shape():
     summary = fake_chains(observed=True).summary()
     assert isinstance(summary, Summary)
     assert list(summary) == ["x", "y", "energy"]  # observed blocks are data, not summarised
-    for stat in ("mean", "sd", "mcse", "ess", "rhat"):
+    for stat in ("mean", "sd", "mcse", "mcse_sd", "ess", "ess_tail", "rhat"):
         assert summary["x"][stat].shape == (2, 3)
         assert summary["y"][stat].shape == (40,)
         assert summary["energy"][stat].shape == ()
@@ -49,8 +52,10 @@ def test_summary_has_every_statistic_in_the_block_shape():
 
 def test_sampler_statistics_are_digested():
     sampler = fake_chains().summary().sampler
-    assert sampler["acceptance"] == pytest.approx(0.75)
-    assert sampler["accept rate"] == pytest.approx(0.5)
+    # two different things, labelled as such: E[min(1, exp(-dH))] and the fraction of proposals accepted
+    assert sampler["mean accept prob"] == pytest.approx(0.75)
+    assert sampler["accepted fraction"] == pytest.approx(0.5)
+    assert "acceptance" not in sampler and "accept rate" not in sampler
     assert sampler["divergences"] == 2 * N_CHAINS
     assert sampler["step size"] == pytest.approx(0.25)
 
@@ -64,10 +69,11 @@ def test_divergences_count_thinned_out_steps_when_the_sampler_counted_them():
 def test_table_shows_sites_ranges_and_sampler():
     text = str(fake_chains().summary())
     assert f"{N_DRAWS} draws x {N_CHAINS} chains" in text
-    for label in ("x[0, 0]", "x[1, 2]", "y (40 sites)", "min", "median", "max", "energy", "divergences", "acceptance"):
+    labels = ("x[0, 0]", "x[1, 2]", "y (40 sites)", "min", "median", "max", "energy", "divergences", "mean accept prob")
+    for label in (*labels, "accepted fraction"):
         assert label in text
     header = text.splitlines()[1].split()
-    assert header == ["mean", "sd", "mcse", "ess", "r_hat"]
+    assert header == ["mean", "sd", "mcse", "mcse_sd", "ess_bulk", "ess_tail", "r_hat"]
     assert repr(fake_chains().summary()) == text
 
 
@@ -115,13 +121,116 @@ def test_to_arviz_layout():
     stats = data.sample_stats
     assert {"lp", "acceptance_rate", "diverging", "accepted", "step_size"} <= set(stats.data_vars)
     assert int(stats["diverging"].sum()) == 2 * N_CHAINS
-    # ArviZ's own ESS agrees with ours up to estimator details (rank-normalised vs plain Geyer)
-    ours = fake_chains().summary()["x"]["ess"]
-    theirs = torch.as_tensor(az.ess(data, var_names=["x"], method="mean")["x"].values)
-    assert torch.allclose(ours.double(), theirs.double(), rtol=0.1)
+    # ArviZ's own diagnostics on the exported data are ours (in float64: ArviZ ranks float32 in float32)
+    chains = fake_chains()
+    chains.draws = {k: v.double() for k, v in chains.draws.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        data = chains.to_arviz()
+    ours = chains.summary()["x"]
+    for key, function, method in (("ess", az.ess, "bulk"), ("ess_tail", az.ess, "tail"), ("rhat", az.rhat, "rank")):
+        theirs = torch.as_tensor(function(data, var_names=["x"], method=method)["x"].values)
+        torch.testing.assert_close(ours[key].double(), theirs.double(), rtol=1e-6, atol=0)
 
 
 def test_to_arviz_without_arviz_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "arviz", None)
     with pytest.raises(ImportError, match=r"pip install \"ebm\[arviz\]\""):
         fake_chains().to_arviz()
+
+
+def blocks_chains(draws: dict[str, torch.Tensor], observed: dict[str, torch.Tensor] | None = None) -> Chains:
+    """Chains built directly from draws ``(n_draws, n_chains, *shape)`` (independent normal energies)."""
+    n, m = next(iter(draws.values())).shape[:2]
+    draws = dict(draws)
+    for name, rows in (observed or {}).items():
+        draws[name] = rows.unsqueeze(0).expand(n, *rows.shape)
+    energy = torch.randn(n, m, generator=torch.Generator().manual_seed(1))
+    return Chains(draws, energy, {k: v[-1] for k, v in draws.items()}, frozenset(observed or ()))
+
+
+def test_constant_sites_are_counted_and_left_out_of_the_ranges():
+    x = (torch.rand(N_DRAWS, N_CHAINS, 40, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    x[..., [4, 9]] = 0.0  # an RBM pixel that is always off
+    summary = blocks_chains({"v": x}).summary()
+    assert summary["v"]["ess"][4].isnan() and summary["v"]["ess"][:4].isfinite().all()
+    text = str(summary)
+    assert "v (40 sites; 2 constant" in text
+    ranges = [line for line in text.splitlines() if line.strip().split()[0] in ("min", "median", "max")]
+    assert len(ranges) == 3 and not any("nan" in line for line in ranges)
+    small = str(blocks_chains({"v": x[..., 2:6]}).summary())
+    assert next(line for line in small.splitlines() if line.startswith("v[2]")).endswith("constant")
+
+
+def test_rhat_is_not_computed_for_chains_clamped_to_different_rows():
+    # chain c is clamped to data row c and its x has mean c: a different target per chain, so R-hat means nothing
+    n = 1000
+    x = torch.randn(n, N_CHAINS, 2, generator=torch.Generator().manual_seed(3)) + torch.arange(float(N_CHAINS))[:, None]
+    rows = torch.arange(N_CHAINS * 3.0).reshape(N_CHAINS, 3)
+    summary = blocks_chains({"x": x}, {"d": rows}).summary()
+    assert summary.separate_targets
+    assert summary["x"]["rhat"].isnan().all() and summary["energy"]["rhat"].isnan().all()
+    text = str(summary)
+    assert "*" not in text and "r_hat not computed" in text
+    # independent draws within each chain: the chains' own ESS add up to about the number of draws (over
+    # 200 seeds: 0.944 of them, sd 0.031) where pooling the chains as one target gives 0.0014 of them;
+    # the MCSE of the mean is then about 1 / sqrt(draws) (ratio 1.035, sd 0.020)
+    assert (summary["x"]["ess"] > 0.7 * n * N_CHAINS).all()
+    assert ((summary["x"]["mcse"] * (n * N_CHAINS) ** 0.5 - 1).abs() < 0.25).all()
+    # one observation shared by every chain: one target, R-hat as usual (and large here)
+    shared = blocks_chains({"x": x}, {"d": rows[:1].expand(N_CHAINS, 3)}).summary()
+    assert not shared.separate_targets and (shared["x"]["rhat"] > 1.5).all() and "*" in str(shared)
+
+
+def test_infinite_rhat_and_low_ess_are_flagged():
+    stuck = torch.arange(N_CHAINS * 1.0).expand(N_DRAWS, N_CHAINS)[..., None]  # every chain frozen at its own value
+    g = torch.Generator().manual_seed(4)
+    sticky = torch.randn(N_DRAWS, N_CHAINS, 1, generator=g).cumsum(0) / 30  # a random walk: tiny ESS
+    summary = blocks_chains({"stuck": stuck, "sticky": sticky}).summary()
+    assert summary["stuck"]["rhat"].item() == float("inf")
+    text = str(summary)
+    assert next(line for line in text.splitlines() if line.startswith("stuck[0]")).endswith("inf*!")
+    assert next(line for line in text.splitlines() if line.startswith("sticky[0]")).endswith("!")
+    problems = summary.problems()
+    assert any(p.startswith("stuck: R-hat") for p in problems) and any(p.startswith("sticky: ESS") for p in problems)
+    assert not fake_chains().summary().problems()[:-1]  # independent draws: only the recorded divergences
+
+
+def test_sample_warns_once_about_unmixed_chains():
+    init = {"s": torch.ones(8, 4, 4) * torch.tensor([1.0] * 4 + [-1.0] * 4)[:, None, None]}
+    with pytest.warns(RuntimeWarning) as caught:
+        ebm.sample(Ising(4, 0.8), ebm.Gibbs(), n_steps=100, init=init, seed=0)
+    assert len(caught) == 1
+    assert "R-hat > 1.01" in str(caught[0].message) and "Run longer" in str(caught[0].message)
+
+
+def test_sample_is_silent_on_well_mixed_chains():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ebm.sample(Ising(3, 0.1), ebm.Gibbs(), n_chains=16, n_steps=400, seed=0)
+
+
+def test_divergence_advice_fits_who_chose_the_step():
+    init = {"x": torch.zeros(64, 2)}
+    with pytest.warns(RuntimeWarning, match="divergent") as fixed:
+        ebm.sample(Cliff(), ebm.HMC(0.8, 3, adapt_step_size=False), n_steps=100, init=init, seed=6)
+    assert "Lower the step size" in str(fixed[0].message)
+    with pytest.warns(RuntimeWarning, match="divergent") as tuned:
+        ebm.sample(Cliff(), ebm.HMC(0.8, 3), n_steps=100, burn_in=100, init=init, seed=6)
+    message = str(tuned[0].message)
+    assert "target_accept" in message and "Lower the step size" not in message
+
+
+def test_sample_checks_a_few_suspicious_sites_of_big_blocks(monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(100, 4, 300, generator=g)
+    x[:, 0, 123] += 3  # one site where one chain sits elsewhere
+    x[:, :, 50] = x[:, :, 50].cumsum(0) / 10  # and one that moves as a random walk
+    chains = blocks_chains({"v": x})
+    monkeypatch.setattr(reliability, "CHECK_DRAWS", 100 * 4 * 50)
+    checked = reliability.check(chains)
+    assert checked["v"]["rhat"].numel() <= 2 * reliability.CHECK_SITES
+    assert checked["v"]["rhat"].max() > 1.2  # the screen found the bad site
+    assert {50, 123} <= set(reliability.suspicious_sites(x).tolist())
+    monkeypatch.setattr(reliability, "CHECK_DRAWS", 2**20)
+    assert reliability.check(chains)["v"]["rhat"].shape == (300,)

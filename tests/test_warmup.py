@@ -84,12 +84,14 @@ def make_sampler(kind, per_chain):
     return ebm.HMC(0.1, 3, per_chain=per_chain) if kind == "hmc" else ebm.Langevin(0.01, per_chain=per_chain)
 
 
-@pytest.mark.parametrize(("kind", "per_chain", "target"), SWEEP_CASES)
-def test_burn_in_sweep_reaches_the_target_acceptance(kind, per_chain, target):
+def check_sweep(kind, per_chain, target, burn_ins, seed=0):
+    """Sample the target after each burn-in and check the post-burn-in acceptance; returns
+    ``{burn_in: gap to the target}``."""
     model = STANDARD if target == "standard" else ILL_CONDITIONED
-    for burn_in in BURN_INS:
+    gaps = {}
+    for burn_in in burn_ins:
         sampler = make_sampler(kind, per_chain)
-        chains = ebm.sample(model, sampler, n_chains=32, n_steps=10, burn_in=burn_in, seed=burn_in)
+        chains = ebm.sample(model, sampler, n_chains=32, n_steps=10, burn_in=burn_in, seed=seed + burn_in)
         s = chains.sampler_state
         assert chains.n_divergent == 0, burn_in
         if burn_in < sampler.adapter.min_steps:  # too short to tune: the settings stay
@@ -98,9 +100,23 @@ def test_burn_in_sweep_reaches_the_target_acceptance(kind, per_chain, target):
         if burn_in >= 100 and model is ILL_CONDITIONED:
             assert (s.inv_mass != 1).all(), burn_in  # the mass was estimated (exactly 1 on STANDARD)
         accept = chains.stats["accept_prob"].double()
-        gap = accept.mean().item() - sampler.adapter.target_accept
+        gaps[burn_in] = gap = accept.mean().item() - sampler.adapter.target_accept
         z = z_threshold(N_CHECKS) * mcse(accept).item()
         assert -BELOW - z < gap < ABOVE + z, (burn_in, gap, z)
+    return gaps
+
+
+@pytest.mark.parametrize(("kind", "per_chain", "target"), SWEEP_CASES)
+def test_burn_in_sweep_reaches_the_target_acceptance(kind, per_chain, target):
+    """The burn-ins next to the schedule's edges (window ends at 50, 100, 200, 400 before,
+    the threshold of the mass windows at 100, no tuning below 20)."""
+    check_sweep(kind, per_chain, target, [0, 1, 10, 50, 51, 100, 101, 201])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "per_chain", "target"), SWEEP_CASES)
+def test_full_burn_in_sweep_reaches_the_target_acceptance(kind, per_chain, target):
+    check_sweep(kind, per_chain, target, BURN_INS)
 
 
 def test_adaptation_stops_after_burn_in():

@@ -22,16 +22,17 @@ class Chains:
     ``chains.stats`` holds the sampler's per-step records (acceptance probability, accepted
     flag, ...), each ``(n_draws, n_chains)``; ``chains.last`` is the state after the final
     step and ``chains.sampler_state`` the sampler's state there, with what warm-up learned
-    (HMC/Langevin step size and mass, a tempering ladder).
-
-    To continue the run, pass the chains themselves: ``ebm.sample(model, sampler,
-    n_steps=..., init=chains, seed=<new seed>)`` resumes from ``chains.last`` with
-    ``chains.sampler_state``; ``burn_in=0`` (the default) keeps the tuning as it is,
-    ``burn_in > 0`` re-tunes starting from it. ``init=chains.last`` instead starts fresh
-    chains at those positions, tuning from the sampler's initial settings. For samplers that report
+    (HMC/Langevin step size and mass, a tempering ladder). For samplers that report
     ``divergent`` transitions, ``chains.divergences`` counts them per chain ``(n_chains,)``
     over every post-burn-in step (thinned-out steps included) and ``chains.n_divergent`` is
     the total.
+
+    To continue the run, pass the chains themselves: ``ebm.sample(model, sampler,
+    n_steps=..., init=chains, seed=<new seed>)`` resumes from ``chains.last`` with
+    ``chains.sampler_state`` and the same observed blocks; ``burn_in=0`` (the default)
+    keeps the tuning as it is, ``burn_in > 0`` re-tunes starting from it. The sampler must
+    be of the kind that drew the chains (``chains.sampler_type``). ``init=chains.last``
+    instead starts new chains at those positions, tuned afresh from the sampler's settings.
     """
 
     #: a chain with at least this many divergent transitions is named in sample()'s warning

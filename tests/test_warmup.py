@@ -66,15 +66,16 @@ def test_final_step_is_the_average_over_the_terminal_buffer():
 
 
 # Post-burn-in acceptance band. The sampling error of the mean acceptance is its MCSE
-# (chains x steps), at a Bonferroni z over every checked case. Dual averaging run for a
-# finite buffer is not at its fixed point, and the error has a known direction: each
-# restart centres it on 10x the step, the rejections that follow stay in its running mean
-# of (target - acceptance) for many steps and hold the step below the fixed point (and
-# with per-chain statistics the noisy iterates add a Jensen bias the same way), so
-# acceptance ends *above* the target; Stan shows the same excess. Steps too large are the
-# harmful failure (acceptance collapses, transitions diverge), so the allowance is small
-# below the target and large above it: measured over 20 seeds the deficit never exceeded
-# 0.05 and the excess 0.27 (HMC with step-size-only warm-up on the ill-conditioned target).
+# (chains x steps), at a Bonferroni z over every checked case. On top of it, a systematic
+# allowance: dual averaging run for a finite buffer is not at its fixed point, and its error
+# has a known direction. Each restart centres it on 10x the step; the rejections that follow
+# stay in its running mean of (target - acceptance) for many steps and hold the step below
+# the fixed point (with per-chain statistics the noisy iterates add a Jensen bias the same
+# way), so acceptance ends *above* the target, most after a step-size-only warm-up from a
+# step 10x too small; Stan shows the same excess. Steps too large are the harmful failure
+# (acceptance collapses, transitions diverge: the defect this guards against), so the
+# allowance is small below the target and large above it. Measured over 20 seeds x 8 cases
+# x 11 tuned burn-ins (1,760 runs, sampling error included): gaps from -0.074 to +0.26.
 BELOW, ABOVE = 0.05, 0.35
 SWEEP_CASES = [(k, p, t) for k in ("hmc", "mala") for p in (False, True) for t in ("standard", "ill")]
 N_CHECKS = len(SWEEP_CASES) * sum(b >= 20 for b in BURN_INS)

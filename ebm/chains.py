@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ebm.model import EnergyModel, State
 from ebm.reliability import separate_targets, warn_unreliable
-from ebm.samplers.base import Sampler, SamplerState
+from ebm.samplers.base import Sampler, SamplerState, check_sampler
 from ebm.summary import Summary, sampler_statistics, summarize
 
 
@@ -21,10 +21,18 @@ class Chains:
     the data for observed blocks); ``chains.energy`` is ``(n_draws, n_chains)``;
     ``chains.stats`` holds the sampler's per-step records (acceptance probability, accepted
     flag, ...), each ``(n_draws, n_chains)``; ``chains.last`` is the state after the final
-    step, to continue with ``ebm.sample(..., init=chains.last)``. For samplers that report
+    step and ``chains.sampler_state`` the sampler's state there, with what warm-up learned
+    (HMC/Langevin step size and mass, a tempering ladder). For samplers that report
     ``divergent`` transitions, ``chains.divergences`` counts them per chain ``(n_chains,)``
     over every post-burn-in step (thinned-out steps included) and ``chains.n_divergent`` is
     the total.
+
+    To continue the run, pass the chains themselves: ``ebm.sample(model, sampler,
+    n_steps=..., init=chains, seed=<new seed>)`` resumes from ``chains.last`` with
+    ``chains.sampler_state`` and the same observed blocks; ``burn_in=0`` (the default)
+    keeps the tuning as it is, ``burn_in > 0`` re-tunes starting from it. The sampler must
+    be of the kind that drew the chains (``chains.sampler_type``). ``init=chains.last``
+    instead starts new chains at those positions, tuned afresh from the sampler's settings.
     """
 
     #: a chain with at least this many divergent transitions is named in sample()'s warning
@@ -39,6 +47,7 @@ class Chains:
         stats: dict[str, torch.Tensor] | None = None,
         sampler_state: SamplerState | None = None,
         divergences: torch.Tensor | None = None,
+        sampler_type: str | None = None,
     ):
         self.draws = draws
         self.energy = energy
@@ -47,6 +56,8 @@ class Chains:
         self.stats = stats or {}
         self.sampler_state = sampler_state
         self.divergences = divergences
+        #: class name of the sampler that drew the chains (continuations must use the same kind)
+        self.sampler_type = sampler_type
 
     @property
     def n_divergent(self) -> int:
@@ -185,6 +196,25 @@ def _prepare_state(
     return state, obs_names
 
 
+def _continued_state(
+    chains: Chains, sampler: Sampler, n_chains: int | None, observed: Mapping[str, torch.Tensor] | None
+) -> tuple[State, frozenset[str], SamplerState]:
+    """The state, observed names and sampler state to continue ``chains`` from."""
+    if chains.sampler_state is None:
+        raise ValueError("these chains carry no sampler state to continue from; pass init=chains.last instead")
+    kind = type(sampler).__name__
+    if chains.sampler_type not in (None, kind):
+        raise TypeError(
+            f"these chains were drawn by {chains.sampler_type}; continue them with a {chains.sampler_type} "
+            f"(not a {kind}), or start the {kind} at their positions with init=chains.last"
+        )
+    if observed is not None:
+        raise ValueError("continuing chains keep their observed blocks; leave observed out (or pass init=chains.last)")
+    if n_chains is not None and n_chains != chains.n_chains:
+        raise ValueError(f"n_chains={n_chains} but the chains to continue have {chains.n_chains}")
+    return dict(chains.sampler_state.state), chains.observed, chains.sampler_state
+
+
 def _make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
     if seed is None:
@@ -202,7 +232,7 @@ def sample(
     burn_in: int = 0,
     thin: int = 1,
     observed: Mapping[str, torch.Tensor] | None = None,
-    init: Mapping[str, torch.Tensor] | None = None,
+    init: Mapping[str, torch.Tensor] | Chains | None = None,
     seed: int | None = 0,
     progress: bool | None = None,
     generator: torch.Generator | None = None,
@@ -214,14 +244,19 @@ def sample(
         sampler: any ``ebm`` sampler (``Gibbs``, ``Langevin``, ``HMC``, ...).
         n_chains: number of chains (one per row of ``observed`` data when that is given).
         n_steps: steps after burn-in; every ``thin``-th is recorded (``n_steps // thin`` draws).
-        burn_in: steps before recording; adaptive samplers tune themselves during these.
+        burn_in: steps before recording; adaptive samplers tune themselves during these, on a
+            schedule sized to ``burn_in`` (``Sampler.start_adaptation``). 0: no tuning.
         thin: record every ``thin``-th step.
         observed: ``{name: (n, *shape)}`` blocks clamped to data (a single unbatched
             observation is shared by all chains); all other blocks are sampled.
         init: initial states of (some) non-observed blocks, e.g. ``chains.last``; the rest
-            start at random from their domains.
+            start at random from their domains. Or a ``Chains`` from an earlier run of
+            ``sampler`` on this model: the run continues from ``chains.last`` with its
+            ``chains.sampler_state`` (tuned step size, mass, tempering ladder) and its
+            observed blocks (then leave ``observed`` and ``n_chains`` out).
         seed: seed of the chains' random numbers (``None``: fresh entropy). Ignored when
-            ``generator`` is given.
+            ``generator`` is given. Give a continuation a seed of its own, or it reuses the
+            random numbers of the run it continues.
         progress: show a tqdm progress bar (default: when stderr is a terminal).
         generator: a ``torch.Generator`` on the model's device, to continue a random stream.
 
@@ -229,11 +264,16 @@ def sample(
         ``Chains`` with draws ``(n_draws, n_chains, *shape)`` per block and energies
         ``(n_draws, n_chains)``.
     """
+    check_sampler(sampler, "ebm.sample")
     for label, value, low in (("n_steps", n_steps, 0), ("burn_in", burn_in, 0), ("thin", thin, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
     generator = generator or _make_generator(seed, model.device)
-    state, obs_names = _prepare_state(model, n_chains, observed, init, generator)
+    carried = None
+    if isinstance(init, Chains):
+        state, obs_names, carried = _continued_state(init, sampler, n_chains, observed)
+    else:
+        state, obs_names = _prepare_state(model, n_chains, observed, init, generator)
     n_chains = next(iter(state.values())).shape[0]
     n_draws = n_steps // thin
     if progress is None:
@@ -248,7 +288,12 @@ def sample(
     divergences: torch.Tensor | None = None
 
     with grad_context(), tqdm(total=burn_in + n_steps, disable=not progress, desc="sampling", leave=False) as bar:
-        sstate = sampler.init(model, state, obs_names, generator)
+        if carried is None:
+            sstate = sampler.init(model, state, obs_names, generator)
+        else:
+            sstate = sampler.resume(model, carried)
+        if burn_in:
+            sstate = sampler.start_adaptation(model, sstate, burn_in)
         for _ in range(burn_in):
             sstate, _info = sampler.step(model, sstate, generator, adapt=True)
             bar.update()
@@ -279,6 +324,6 @@ def sample(
         draws[k] = state[k].unsqueeze(0).expand(n_draws, *state[k].shape)
     draws = {k: draws[k] for k in model.variables}
     last = {k: v.detach().clone() for k, v in sstate.state.items()}
-    chains = Chains(draws, energy, last, obs_names, stats, sstate, divergences)
+    chains = Chains(draws, energy, last, obs_names, stats, sstate, divergences, type(sampler).__name__)
     warn_unreliable(chains, sampler, burn_in)
     return chains

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ebm.samplers.base import Sampler, SamplerState
+from ebm.samplers.base import Sampler, SamplerState, check_sampler
 
 
 @dataclass
@@ -45,8 +45,7 @@ class Composite(Sampler):
         seen: set[str] = set()
         for key, sampler in samplers.items():
             names = (key,) if isinstance(key, str) else tuple(key)
-            if not isinstance(sampler, Sampler):
-                raise TypeError(f"the sampler for {names} must be an ebm sampler, got {sampler!r}")
+            check_sampler(sampler, f"Composite (for block(s) {names})")
             if seen & set(names):
                 raise ValueError(f"block(s) {sorted(seen & set(names))} are assigned to more than one sampler")
             seen.update(names)
@@ -112,10 +111,25 @@ class Composite(Sampler):
             parts.append(refresh(model, part) if refresh is not None else part)
         return replace(sampler_state, parts=parts)
 
+    def start_adaptation(self, model, sampler_state, n_steps):
+        """Every part's warm-up, sized to the same ``n_steps`` (each part steps once per sweep)."""
+        active = self._active(sampler_state.observed)
+        parts = [s.start_adaptation(model, p, n_steps) for (_, s), p in zip(active, sampler_state.parts, strict=True)]
+        return replace(sampler_state, parts=parts)
+
     def end_adaptation(self, model, sampler_state):
         active = self._active(sampler_state.observed)
         parts = [s.end_adaptation(model, p) for (_, s), p in zip(active, sampler_state.parts, strict=True)]
         return replace(sampler_state, parts=parts)
+
+    def resume(self, model, sampler_state):
+        """Every part resumes from its carried state, brought up to date with the full state."""
+        s = sampler_state
+        active = self._active(s.observed) if isinstance(s, CompositeState) else []
+        if not isinstance(s, CompositeState) or len(s.parts) != len(active):
+            raise TypeError(f"this Composite cannot continue from a {type(s).__name__} drawn with other parts")
+        parts = [sampler.resume(model, replace(p, state=s.state)) for (_, sampler), p in zip(active, s.parts, strict=True)]
+        return replace(s, parts=parts)
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{names[0] if len(names) == 1 else names!r}: {s!r}" for names, s in self.parts)

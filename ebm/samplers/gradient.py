@@ -33,6 +33,10 @@ class Layout:
     def size(self) -> int:
         return sum(self.sizes)
 
+    @property
+    def described(self) -> str:
+        return "block(s) " + ", ".join(f"'{k}'" for k in self.names)
+
     @classmethod
     def of(cls, model: EnergyModel, observed: Iterable[str], blocks: Iterable[str] | None, sampler: str) -> Layout:
         """The layout of the blocks a sampler updates: ``blocks`` (default: every non-observed
@@ -78,12 +82,29 @@ def energy_and_grad(
 
     Autograd runs with respect to the position only: the model's parameters are not
     differentiated, so sampling inside a training step leaves their ``.grad`` untouched.
+    Raises ``ValueError`` when the energy has no gradient path to the sampled blocks.
     """
     with torch.enable_grad():
         x = position.detach().requires_grad_(True)
         energy = model.energy(layout.unflatten(x, state))
-        (grad,) = torch.autograd.grad(energy.sum(), x)
+        if not (isinstance(energy, torch.Tensor) and energy.requires_grad):
+            raise ValueError(
+                f"{type(model).__name__}.energy returned a tensor without autograd history, so it has no "
+                f"gradient with respect to {layout.described}; {_AUTOGRAD_HINT}"
+            )
+        (grad,) = torch.autograd.grad(energy.sum(), x, allow_unused=True)
+    if grad is None:
+        raise ValueError(
+            f"{type(model).__name__}.energy does not depend on {layout.described}; {_AUTOGRAD_HINT}, "
+            "and give a gradient sampler only blocks the energy uses"
+        )
     return energy.detach(), grad
+
+
+_AUTOGRAD_HINT = (
+    "Langevin and HMC differentiate the energy with autograd: compute it from the state with torch "
+    "operations (no .detach(), .item() or numpy)"
+)
 
 
 def finite_rows(energy: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -102,7 +123,8 @@ class GradientState(SamplerState):
         grad: ``(n_chains, D)`` ``∂E/∂x`` at ``position``.
         step_size: ``(n_chains, 1)`` per chain or ``(1, 1)`` shared.
         inv_mass: ``(n_chains, D)`` per chain or ``(1, D)`` shared diagonal inverse mass.
-        adaptation: warm-up bookkeeping (``None`` once adaptation has ended).
+        adaptation: warm-up bookkeeping (``None`` outside a burn-in: from ``start_adaptation``
+            to ``end_adaptation``).
     """
 
     layout: Layout | None = None
@@ -163,10 +185,8 @@ class GradientSampler(Sampler):
         rows = n if self.adapter.per_chain else 1
         step_size = torch.full((rows, 1), self.step_size, dtype=position.dtype, device=position.device)
         inv_mass = torch.ones((rows, layout.size), dtype=position.dtype, device=position.device)
-        adaptation = self.adapter.start(step_size) if self.adapter.active else None
-        return GradientState(
-            layout.unflatten(position, state), observed, layout, position, energy, grad, step_size, inv_mass, adaptation
-        )
+        state = layout.unflatten(position, state)
+        return GradientState(state, observed, layout, position, energy, grad, step_size, inv_mass)
 
     def refresh(self, model: EnergyModel, sampler_state: GradientState) -> GradientState:
         """Redo the cached energy and gradient from ``sampler_state.state``: call it after the
@@ -204,11 +224,38 @@ class GradientSampler(Sampler):
         )
         return new, info
 
+    def start_adaptation(self, model, sampler_state, n_steps):
+        """Warm-up for ``n_steps`` steps (``ebm.samplers.adaptation``), from the state's
+        current step size and mass."""
+        s = sampler_state
+        return replace(s, adaptation=self.adapter.start(s.step_size, n_steps))
+
     def end_adaptation(self, model, sampler_state):
+        """Freeze: the step size becomes the dual-averaging average of the terminal buffer."""
         s = sampler_state
         if s.adaptation is None:
             return s
         return replace(s, step_size=self.adapter.finish(s.adaptation, s.step_size), adaptation=None)
+
+    def resume(self, model, sampler_state):
+        """Continue from a carried state: its layout must be this sampler's and its step size
+        and mass shared or per chain as this sampler's ``per_chain`` says; energies and
+        gradients are recomputed for ``model``."""
+        s = sampler_state
+        name = type(self).__name__
+        if not isinstance(s, GradientState):
+            raise TypeError(f"{name} cannot continue from a {type(s).__name__} (chains drawn by another kind of sampler)")
+        layout = Layout.of(model, s.observed, self.blocks, name)
+        if layout != s.layout:
+            raise ValueError(f"{name} samples {layout.described} but the carried state has {s.layout.described}")
+        n = s.position.shape[0]
+        rows = n if self.adapter.per_chain else 1
+        if s.step_size.shape[0] != rows:
+            kind = "per chain" if self.adapter.per_chain else "shared"
+            raise ValueError(
+                f"{name} tunes a {kind} step size but the carried state has {s.step_size.shape[0]} for {n} chains"
+            )
+        return self.refresh(model, replace(s, adaptation=None))
 
     def normal(self, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """Standard normal noise shaped like ``like``."""

@@ -24,7 +24,7 @@ import torch
 
 from ebm.model import EnergyModel
 from ebm.models.tempered import Tempered
-from ebm.samplers.base import Sampler, SamplerState
+from ebm.samplers.base import Sampler, SamplerState, check_sampler
 from ebm.variables import Real
 
 
@@ -87,8 +87,7 @@ class ParallelTempering(Sampler):
         adapt: bool = False,
         adapt_rate: float = 0.5,
     ):
-        if not isinstance(sampler, Sampler):
-            raise TypeError(f"sampler must be an ebm sampler (e.g. ebm.Gibbs()), got {type(sampler).__name__}")
+        check_sampler(sampler, "ParallelTempering")
         if isinstance(sampler, ParallelTempering):
             raise TypeError("ParallelTempering cannot wrap another ParallelTempering")
         if isinstance(betas, int):
@@ -181,7 +180,23 @@ class ParallelTempering(Sampler):
         # the ends are copied, not recomputed, so that rounding never moves them
         return torch.cat([betas[:1], betas[0] - gaps.cumsum(0)[:-1], betas[-1:]])
 
+    def start_adaptation(self, model, sampler_state, n_steps):
+        """The inner sampler's warm-up over all replicas; the βs are re-spaced on every
+        ``adapt=True`` step when ``adapt`` is set."""
+        s = sampler_state
+        inner = self.sampler.start_adaptation(self._view(model, s.betas, s.n_chains), s.inner, n_steps)
+        return replace(s, inner=inner)
+
     def end_adaptation(self, model, sampler_state):
         s = sampler_state
         inner = self.sampler.end_adaptation(self._view(model, s.betas, s.n_chains), s.inner)
+        return replace(s, inner=inner, state=self._replica0(inner.state, s.n_chains))
+
+    def resume(self, model, sampler_state):
+        """Continue with the carried ladder (its βs, possibly adapted, replace ``betas``) and
+        every replica's state; the inner sampler resumes on the tempered view."""
+        s = sampler_state
+        if not isinstance(s, TemperingState):
+            raise TypeError(f"ParallelTempering cannot continue from a {type(s).__name__} (chains drawn without tempering)")
+        inner = self.sampler.resume(self._view(model, s.betas, s.n_chains), s.inner)
         return replace(s, inner=inner, state=self._replica0(inner.state, s.n_chains))

@@ -90,9 +90,7 @@ class NegativePhase:
     def setup(self, model: EnergyModel, sampler: Sampler, data: Mapping[str, torch.Tensor], generator) -> None:
         """Prepare before the first batch. The default does nothing."""
 
-    def __call__(
-        self, model: EnergyModel, sampler: Sampler, positive: Mapping[str, torch.Tensor], generator
-    ) -> State:
+    def __call__(self, model: EnergyModel, sampler: Sampler, positive: Mapping[str, torch.Tensor], generator) -> State:
         """Model-phase states for one batch whose data-phase states are ``positive``."""
         raise NotImplementedError
 
@@ -139,8 +137,9 @@ class PersistentChains(NegativePhase):
         n_chains: number of persistent chains (independent of the batch size).
         init: ``"random"`` (every block from its domain's random init) or ``"data"``
             (observed blocks from random data rows, latents drawn given them).
-        burn_in: steps run once at setup with ``adapt=True`` (for adaptive samplers),
-            followed by ``sampler.end_adaptation``.
+        burn_in: steps run once at setup with ``adapt=True``, between
+            ``sampler.start_adaptation(..., burn_in)`` and ``sampler.end_adaptation`` (adaptive
+            samplers tune on a schedule sized to ``burn_in``).
     """
 
     def __init__(self, k: int = 1, n_chains: int = 100, init: str = "random", burn_in: int = 0):
@@ -164,6 +163,7 @@ class PersistentChains(NegativePhase):
         with grad_mode(sampler):
             self._sstate = sampler.init(model, start, (), generator)
         if self.burn_in:
+            self._sstate = sampler.start_adaptation(model, self._sstate, self.burn_in)
             self._sstate = advance(model, sampler, self._sstate, self.burn_in, generator, adapt=True)
             self._sstate = sampler.end_adaptation(model, self._sstate)
 

@@ -6,7 +6,12 @@ of every sampled block. So that the check stays cheap for big blocks (an RBM's 7
 1000 chains x many draws), a block with more than ``CHECK_DRAWS`` draws in all is checked
 on ``2 * CHECK_SITES`` of its sites only: those a cheap screen finds most suspicious, the
 largest plain split R-hat (of the draws and of their distance to the mean) and the largest
-lag-1 autocorrelation. ``chains.summary()`` computes everything for every site.
+lag-1 autocorrelation. Such a block is also thinned, every chain alike, to about
+``CHECK_PER_SITE`` draws per site (never below ``MIN_DRAWS_PER_CHAIN`` per chain): thinning
+keeps every chain, so a stuck chain still shows in R-hat, and it cannot push an ESS below
+``ESS_THRESHOLD`` that was above it (a thinned ESS is about ``min(ESS, CHECK_PER_SITE)``,
+and ``CHECK_PER_SITE`` is far above the threshold). ``chains.summary()`` computes
+everything for every site from every draw.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ if TYPE_CHECKING:
 CHECK_DRAWS = 2**20
 #: sites of a larger block checked per screen (by R-hat, by autocorrelation)
 CHECK_SITES = 8
+#: a larger block is thinned to about this many draws per site (all chains together) ...
+CHECK_PER_SITE = 2**16
+#: ... keeping at least this many per chain
+MIN_DRAWS_PER_CHAIN = 16
 
 
 def separate_targets(chains: Chains) -> bool:
@@ -104,6 +113,8 @@ def check(chains: Chains) -> Summary:
             continue
         sites = x.reshape(n, m, -1)
         if sites.numel() > CHECK_DRAWS:
+            stride = max(1, min(n * m // CHECK_PER_SITE, n // MIN_DRAWS_PER_CHAIN))
+            sites = sites[::stride]
             sites = sites[..., suspicious_sites(sites)]
         entries[name] = summarize(sites, separate)
     return Summary(entries, {}, n, m, separate)

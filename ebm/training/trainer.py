@@ -475,6 +475,9 @@ class Trainer:
             self.negatives.setup(model, sampler, data, generator)
         if self._scale is None:
             self._scale = self._start_scale(data)
+        if self.checkpoint is not None:
+            # a sampler state that no file can hold safely fails now, not after an epoch of work
+            to_plain(self.negatives.state_dict(), "the checkpoint.negatives")
         for hook in _hooks(self.callbacks, "on_train_begin"):
             hook(self)
         batch_hooks = _hooks(self.callbacks, "on_batch_end")

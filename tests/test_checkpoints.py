@@ -305,7 +305,7 @@ def test_resuming_with_another_lr_or_optimizer_is_refused(tmp_path):
     data = {"v": bars_and_stripes(3)}
     path = tmp_path / "ckpt.pt"
     ebm.fit(ebm.RBM(9, 4), data, epochs=1, batch_size=8, metrics=None, checkpoint=path)
-    with pytest.raises(ValueError, match="trained with lr=0.01, not 0.5: resume with the same lr"):
+    with pytest.raises(ValueError, match=r"trained with lr=0\.01, not 0\.5: resume with the same lr"):
         ebm.fit(ebm.RBM(9, 4), data, epochs=2, batch_size=8, lr=0.5, metrics=None, resume=path)
     with pytest.raises(ValueError, match="trained with the Adam optimizer, not SGD: resume with the same optimizer"):
         ebm.fit(ebm.RBM(9, 4), data, epochs=2, batch_size=8, optimizer="sgd", metrics=None, resume=path)
@@ -334,5 +334,5 @@ def test_runaway_parameters_stop_training_with_the_epoch_and_batch(tmp_path, opt
 
 
 def test_sampler_class_instead_of_instance_is_a_clear_type_error():
-    with pytest.raises(TypeError, match=r"pass|instance, e\.g\. ebm\.Gibbs\(\)"):
+    with pytest.raises(TypeError, match=r"sampler must be a sampler instance, e\.g\. ebm\.Gibbs\(\), not the class"):
         ebm.fit(ebm.RBM(9, 2), {"v": bars_and_stripes(3)}, sampler=ebm.Gibbs, epochs=1)

@@ -192,7 +192,7 @@ class Trainer:
         self.k_data = k if k_data is None else k_data
         self.batch_size = batch_size
         self.optimizer = _make_optimizer(optimizer, params, lr, weight_decay)
-        self._params = params
+        self._params = [p for p in params if p.numel()]  # what the runaway check measures
         self._base_lrs = [group.get("initial_lr", group["lr"]) for group in self.optimizer.param_groups]
         self.schedule = schedule
         self.scheduler = None
@@ -401,13 +401,14 @@ class Trainer:
     def _start_scale(self, data: Mapping[str, torch.Tensor]) -> float:
         """The magnitude training starts from: 1, the largest parameter and the largest
         real-valued datum (the runaway check's reference)."""
-        sizes = [1.0] + [float(p.detach().abs().max()) for p in self._params if p.numel()]
+        sizes = [1.0] + [float(p.detach().abs().max()) for p in self._params]
         sizes += [float(x.abs().max()) for x in data.values() if x.is_floating_point() and x.numel()]
         return max(sizes)
 
     def _largest_parameter(self) -> torch.Tensor:
         """The largest parameter magnitude, as a device scalar (no host sync)."""
-        return torch.stack([p.detach().abs().amax() for p in self._params if p.numel()]).amax()
+        with torch.no_grad():
+            return torch.stack(torch._foreach_norm(self._params, float("inf"))).amax()
 
     def _check_runaway(self, epoch: int, sizes: torch.Tensor) -> None:
         limit = RUNAWAY_FACTOR * self._scale

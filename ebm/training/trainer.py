@@ -144,7 +144,8 @@ class Trainer:
             row in nats (``recon``: squared error per row).
         callbacks: objects with ``on_train_begin``/``on_batch_end``/``on_epoch_end`` (module doc).
         progress: show a tqdm bar (default: when stderr is a terminal).
-        checkpoint: path of the checkpoint file (``None``: no checkpoints).
+        checkpoint: path of the checkpoint file (``None``: no checkpoints); written as plain
+            data with a checksum and read back with ``weights_only=True`` (``ebm.serialization``).
         checkpoint_every: write the checkpoint every this many epochs (and after the last).
         seed: seed of every random draw of training (shuffling, chains).
     """
@@ -441,12 +442,18 @@ class Trainer:
             epochs: total number of epochs.
             validation: held-out data with the same blocks; its metrics get a ``val_`` prefix.
             resume: a checkpoint path: continue from it exactly as the uninterrupted run would.
+                With more ``epochs`` than the checkpointed run planned, the schedule is
+                re-planned over the new total from the current epoch. The lr, optimizer and
+                batch size must be those of the checkpoint (``ValueError`` otherwise).
 
         Returns:
             The ``History`` (also ``trainer.history``).
 
         Raises:
-            TrainingDiverged: energies or parameters became NaN/inf; names the epoch and batch.
+            TrainingDiverged: energies or parameters became NaN/inf, or a parameter grew past
+                ``RUNAWAY_FACTOR`` times its scale at the start; names the epoch and batch.
+            ValueError: ``resume`` is not a readable, intact ebm checkpoint of this run.
+            TypeError: ``checkpoint`` is set and the sampler's state cannot be stored safely.
         """
         if not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")

@@ -146,10 +146,22 @@ def from_plain(obj, where: str = "state"):
         return {from_plain(k, where): from_plain(v, f"{where}[{k!r}]") for k, v in obj["items"]}
     if kind == "dataclass":
         cls = _restorable_dataclass(obj["class"], where)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(obj["fields"]) - set(fields)
+        if unknown:
+            raise UnsafeFileError(f"{where} sets {sorted(unknown)}, which are not fields of {obj['class']}")
         instance = cls.__new__(cls)
-        for name, value in obj["fields"].items():
+        for name, field in fields.items():
+            if name in obj["fields"]:
+                value = from_plain(obj["fields"][name], f"{where}.{name}")
+            elif field.default is not dataclasses.MISSING:
+                value = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                value = field.default_factory()
+            else:
+                raise ValueError(f"{where} lacks the field {name!r} of {obj['class']} (written by another ebm version)")
             # object.__setattr__ also sets the fields of frozen dataclasses
-            object.__setattr__(instance, name, from_plain(value, f"{where}.{name}"))
+            object.__setattr__(instance, name, value)
         return instance
     if kind == "object":
         if obj["class"] not in _SAFE_OBJECTS:

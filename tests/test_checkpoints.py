@@ -133,6 +133,10 @@ def test_plain_data_keeps_containers_and_refuses_foreign_objects():
     assert isinstance(back["s"], SamplerState) and back["s"].observed == frozenset()
     with pytest.raises(TypeError, match=r"cannot store .*Payload at state\.x\[0\]"):
         to_plain({"x": [Payload("nowhere")]})
+    crafted = to_plain(SamplerState({}, frozenset()))
+    crafted["fields"]["__class__"] = "anything"
+    with pytest.raises(UnsafeFileError, match=r"sets \['__class__'\], which are not fields"):
+        from_plain(crafted)
 
 
 def test_nuts_state_is_refused_before_training_starts(tmp_path):

@@ -129,19 +129,23 @@ def test_unwritable_out_fails_before_the_work(trained, tmp_path, capsys):
     fails_in_one_line([*TRAIN, "--out", blocker / "run"], capsys, "cannot write to")
 
 
+def damaged(data: bytes, kind: str) -> bytes:
+    if kind == "empty":
+        return b""
+    if kind == "truncated":
+        return data[: len(data) // 2]
+    middle = len(data) // 2
+    return data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 8]) + data[middle + 8 :]
+
+
 @pytest.mark.parametrize("kind", ["empty", "truncated", "flipped"])
-def test_bad_model_and_chains_files_are_one_line(trained, tmp_path, capsys, kind):
+def test_bad_model_chains_and_checkpoint_files_are_one_line(trained, tmp_path, capsys, kind):
     for name in ("model.pt", "chains.pt"):
         path = tmp_path / name
-        data = (trained / name).read_bytes()
-        if kind == "empty":
-            data = b""
-        elif kind == "truncated":
-            data = data[: len(data) // 2]
-        else:
-            data = bytearray(data)
-            middle = len(data) // 2
-            data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
-        path.write_bytes(bytes(data))
+        path.write_bytes(damaged((trained / name).read_bytes(), kind))
         code, _, err = run(["plot", path, "--out", tmp_path / "figs"], capsys)
         assert code == 1 and len(err.splitlines()) == 1 and str(path) in err, err
+    run_dir = copy_run(trained, tmp_path / "run")
+    checkpoint = run_dir / "checkpoint.pt"
+    checkpoint.write_bytes(damaged(checkpoint.read_bytes(), kind))
+    fails_in_one_line([*TRAIN, "--epochs", "3", "--out", run_dir, "--resume"], capsys, str(checkpoint))

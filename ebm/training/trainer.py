@@ -239,12 +239,14 @@ class Trainer:
         )
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a ``state_dict`` (the scheduler must exist already, i.e. inside ``fit``).
+        """Restore a ``state_dict`` (the scheduler must exist already, i.e. inside ``fit``);
+        its plain data is turned back into sampler states by ``serialization.from_plain``.
 
         Raises ``ValueError`` when the checkpoint was written with another model class,
         batch size, optimizer, learning rate or kind of schedule: resuming continues the
         same run; change those by starting a new run from the saved model.
         """
+        state = from_plain(state, "the checkpoint")
         expected = f"{type(self.model).__module__}:{type(self.model).__qualname__}"
         if state["model"]["class"] != expected:
             raise ValueError(f"the checkpoint holds a {state['model']['class']}, not a {expected}")
@@ -324,7 +326,10 @@ class Trainer:
                 f"format {CHECKPOINT_FORMAT} (older ones pickled their sampler state): start a new run"
             )
         verify(state, path)
-        self.load_state_dict(from_plain({k: v for k, v in state.items() if k != "sha256"}, str(path)))
+        try:
+            self.load_state_dict({k: v for k, v in state.items() if k != "sha256"})
+        except ValueError as error:
+            raise type(error)(f"{path}: {error}") from None
 
     # ------------------------------------------------------------------ metrics
     def _available_metrics(self, data: Mapping[str, torch.Tensor]) -> list[str]:

@@ -340,3 +340,13 @@ def test_runaway_parameters_stop_training_with_the_epoch_and_batch(tmp_path, opt
 def test_sampler_class_instead_of_instance_is_a_clear_type_error():
     with pytest.raises(TypeError, match=r"sampler must be a sampler instance, e\.g\. ebm\.Gibbs\(\), not the class"):
         ebm.fit(ebm.RBM(9, 2), {"v": bars_and_stripes(3)}, sampler=ebm.Gibbs, epochs=1)
+
+
+def test_runaway_check_can_be_disabled_and_is_validated():
+    data = {"v": bars_and_stripes(3)}
+    options = dict(epochs=1, batch_size=4, lr=1e6, metrics=None)
+    with pytest.raises(ebm.training.TrainingDiverged, match="epoch 1, batch 1: the parameters ran away"):
+        ebm.fit(ebm.RBM(9, 4), data, **options)
+    ebm.fit(ebm.RBM(9, 4), data, runaway_factor=None, **options)
+    with pytest.raises(ValueError, match="runaway_factor must be a number > 1 or None"):
+        ebm.fit(ebm.RBM(9, 4), data, runaway_factor=0.5, **options)

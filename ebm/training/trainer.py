@@ -147,6 +147,10 @@ class Trainer:
         checkpoint: path of the checkpoint file (``None``: no checkpoints); written as plain
             data with a checksum and read back with ``weights_only=True`` (``ebm.serialization``).
         checkpoint_every: write the checkpoint every this many epochs (and after the last).
+        runaway_factor: stop with ``TrainingDiverged`` when a parameter's magnitude exceeds
+            this many times its scale at the start of training (the largest of 1, the initial
+            parameters' and the data's magnitudes); ``None`` disables the check (for models
+            whose parameters legitimately grow that much, e.g. precisions of tiny variances).
         seed: seed of every random draw of training (shuffling, chains).
     """
 
@@ -174,6 +178,7 @@ class Trainer:
         progress: bool | None = None,
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 1,
+        runaway_factor: float | None = RUNAWAY_FACTOR,
     ):
         if not isinstance(model, EnergyModel):
             raise TypeError(f"model must be an ebm.EnergyModel, got {type(model).__name__}")
@@ -185,6 +190,8 @@ class Trainer:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr!r}")
+        if runaway_factor is not None and not runaway_factor > 1:
+            raise ValueError(f"runaway_factor must be a number > 1 or None, got {runaway_factor!r}")
         if isinstance(sampler, type):
             raise TypeError(f"sampler must be a sampler instance, e.g. ebm.{sampler.__name__}(), not the class itself")
         self.model = model
@@ -204,6 +211,7 @@ class Trainer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.checkpoint_every = checkpoint_every
+        self.runaway_factor = runaway_factor
         self.seed = seed
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         self.history = History()
@@ -417,15 +425,17 @@ class Trainer:
             return torch.stack(torch._foreach_norm(self._params, float("inf"))).amax()
 
     def _check_runaway(self, epoch: int, sizes: torch.Tensor) -> None:
-        limit = RUNAWAY_FACTOR * self._scale
+        if self.runaway_factor is None:
+            return
+        limit = self.runaway_factor * self._scale
         over = (sizes > limit).nonzero()
         if over.numel():
             batch = int(over[0, 0])
             raise self._diverged(
                 epoch,
                 batch + 1,
-                f"the parameters ran away to {float(sizes[batch]):.3g} in magnitude, over {RUNAWAY_FACTOR:g} "
-                f"times their scale at the start ({self._scale:.3g})",
+                f"the parameters ran away to {float(sizes[batch]):.3g} in magnitude, over {self.runaway_factor:g} "
+                f"times their scale at the start ({self._scale:.3g}; runaway_factor=None disables this check)",
             )
 
     def _first_bad(self, losses: torch.Tensor, upto: int) -> int | None:
@@ -456,7 +466,7 @@ class Trainer:
 
         Raises:
             TrainingDiverged: energies or parameters became NaN/inf, or a parameter grew past
-                ``RUNAWAY_FACTOR`` times its scale at the start; names the epoch and batch.
+                ``runaway_factor`` times its scale at the start; names the epoch and batch.
             ValueError: ``resume`` is not a readable, intact ebm checkpoint of this run.
             TypeError: ``checkpoint`` is set and the sampler's state cannot be stored safely.
         """

@@ -5,6 +5,7 @@ import zipfile
 
 import pytest
 import torch
+from test_training import Interrupt, InterruptAt
 
 import ebm
 from ebm.datasets import bars_and_stripes
@@ -13,21 +14,6 @@ from ebm.serialization import UnsafeFileError, from_plain, to_plain
 from ebm.training import PersistentChains
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class Interrupt(Exception):
-    pass
-
-
-class InterruptAt:
-    """Raises in the middle of an epoch, as a crash or a kill would."""
-
-    def __init__(self, epoch, batch):
-        self.epoch, self.batch = epoch, batch
-
-    def on_batch_end(self, trainer, batch, negatives):
-        if trainer.epoch + 1 == self.epoch and trainer.batch == self.batch:
-            raise Interrupt
 
 
 class Payload:
@@ -316,21 +302,24 @@ def test_resuming_with_another_lr_or_optimizer_is_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------- runaway training and bad samplers
+class LearningRateFrom:
+    """Sets the learning rate to ``lr`` from epoch ``epoch + 1`` on: a finite runaway."""
+
+    def __init__(self, epoch, lr):
+        self.epoch, self.lr = epoch, lr
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if epoch == self.epoch:
+            trainer.optimizer.param_groups[0]["lr"] = self.lr
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_runaway_parameters_stop_training_with_the_epoch_and_batch(tmp_path, optimizer):
-    data = {"v": bars_and_stripes(3)}
-
-    class HugeLearningRateAfter:
-        def on_epoch_end(self, trainer, epoch, metrics):
-            if epoch == 2:
-                for group in trainer.optimizer.param_groups:
-                    group["lr"] = 1e6
-
     path = tmp_path / "ckpt.pt"
     with pytest.raises(ebm.training.TrainingDiverged, match=r"epoch 3, batch 1: the parameters ran away .*epoch 2"):
         ebm.fit(
-            ebm.RBM(9, 4), data, epochs=5, batch_size=5, optimizer=optimizer, checkpoint=path, metrics=None,
-            callbacks=[HugeLearningRateAfter()],
+            ebm.RBM(9, 4), {"v": bars_and_stripes(3)}, epochs=5, batch_size=5, optimizer=optimizer, checkpoint=path,
+            metrics=None, callbacks=[LearningRateFrom(2, 1e6)],
         )  # fmt: skip
     kept = torch.load(path, weights_only=True)
     assert kept["epoch"] == 2

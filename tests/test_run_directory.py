@@ -5,21 +5,13 @@ import os
 
 import pytest
 import torch
+from test_cli import run
 
 from ebm import cli
 from ebm.chains import Chains
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TRAIN = ["train", "--dataset", "bars-and-stripes", "--hidden", "4", "--batch-size", "4"]
-
-
-def run(argv, capsys) -> tuple[int, str, str]:
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def fails_in_one_line(argv, capsys, message) -> str:

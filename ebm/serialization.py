@@ -29,6 +29,7 @@ import importlib
 import pickle
 import struct
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -245,7 +246,11 @@ def verify(record: dict, path) -> None:
 # ------------------------------------------------------------------ reading files
 def read_record(path, what: str, map_location="cpu") -> dict:
     """``torch.load(path, weights_only=True)`` of a dict, with one-line ``ValueError``s that
-    name ``path`` for a missing, empty, truncated, unsafe or foreign file."""
+    name ``path`` for a missing, empty, truncated, unsafe or foreign file.
+
+    Only zip archives (what ``torch.save`` writes) are opened: raw pickles and other bytes
+    are refused without being unpickled at all.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no {what} at {path}")
@@ -253,22 +258,22 @@ def read_record(path, what: str, map_location="cpu") -> dict:
         raise ValueError(f"{path} is a directory, not a {what}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty, not a {what}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a {what}: not a torch.save archive (truncated, or another kind of file)")
     try:
-        record = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not the user's concern
+            record = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error) or "Unsupported global" in str(error):
-            raise UnsafeFileError(
-                f"{path} holds Python objects other than tensors and plain data; refused, since loading them "
-                f"could run code (not a {what} written by this version of ebm)"
-            ) from None
-        raise ValueError(f"{path} is not a {what} (not a file written by torch.save)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "central directory" in reason or isinstance(error, EOFError):
-            reason = "truncated or not a torch file"
-        raise ValueError(f"{path} is not a readable {what} ({reason})") from None
-    except Exception as error:  # torch raises assorted types (KeyError, OSError, ...) on foreign bytes
-        raise ValueError(f"{path} is not a {what} ({type(error).__name__}: {' '.join(str(error).split())[:80]})") from None
+        lines = [line.strip() for line in str(error).splitlines()]
+        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1] if lines else "")
+        raise UnsafeFileError(
+            f"{path} holds Python objects beyond tensors and plain data ({reason.rstrip('.')}); refused, since "
+            f"loading them could run code (not a {what})"
+        ) from None
+    except Exception as error:  # torch raises assorted types (RuntimeError, KeyError, EOFError) on damaged archives
+        reason = " ".join(str(error).split())[:100] or type(error).__name__
+        raise ValueError(f"{path} is not a readable {what}: damaged archive ({reason})") from None
     if not isinstance(record, dict):
         raise ValueError(f"{path} is not a {what} (it holds a {type(record).__name__})")
     return record

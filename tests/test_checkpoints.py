@@ -1,6 +1,7 @@
 """Checkpoints and model files: nothing executed, corruption detected, clear errors, exact resume."""
 
 import os
+import pickle
 import zipfile
 
 import pytest
@@ -143,13 +144,22 @@ def test_nuts_state_is_refused_before_training_starts(tmp_path):
 
 
 # ---------------------------------------------------------------------- nothing executed
-def test_malicious_checkpoint_does_not_run_and_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (torch.save, r"checkpoint\.pt holds Python objects .*GLOBAL .*system.*could run code"),
+        (lambda obj, path: path.write_bytes(pickle.dumps(obj)), r"checkpoint\.pt is not a .*not a torch\.save archive"),
+    ],
+    ids=["torch.save", "raw pickle"],
+)
+def test_malicious_checkpoint_does_not_run_and_is_refused(tmp_path, write, message):
     marker = tmp_path / "pwned"
     path = tmp_path / "checkpoint.pt"
-    torch.save({"ebm_checkpoint": 2, "model": Payload(marker)}, path)
-    with pytest.raises(UnsafeFileError, match=r"checkpoint\.pt holds Python objects .* could run code") as error:
-        ebm.fit(ebm.RBM(9, 2), {"v": bars_and_stripes(3)}, epochs=1, resume=path)
-    one_line(error)
+    write({"ebm_checkpoint": 2, "model": Payload(marker)}, path)
+    for load in (ebm.load, lambda p: ebm.fit(ebm.RBM(9, 2), {"v": bars_and_stripes(3)}, epochs=1, resume=p)):
+        with pytest.raises(ValueError, match=message) as error:
+            load(path)
+        one_line(error)
     assert not marker.exists()
 
 

@@ -7,7 +7,8 @@ turns a run directory, a chains file or a model file into PNG files.
 
 ``ebm train`` and ``ebm demo`` refuse a directory that already holds a run unless given
 ``--resume`` (train: continue it) or ``--overwrite`` (delete the files ebm wrote there
-first). Every command checks that it can write its output before it starts working.
+first); ``ebm sample`` keeps an existing chains file unless given ``--overwrite``. Every
+command checks that it can write its output before it starts working.
 
 Errors in arguments or inputs are one line on stderr and a non-zero exit status: 2 for a
 bad command line, 1 for anything that fails afterwards.
@@ -224,7 +225,8 @@ def clear_run(files: Sequence[Path]) -> None:
 
 
 def _write_json(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # named like atomic_save's temporaries, so that a leftover one is cleaned up the same way
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)
 
@@ -371,6 +373,8 @@ def cmd_sample(args) -> None:
     out = args.out or model_path.parent / CHAINS_FILE
     if out.is_dir():
         raise CommandError(f"--out {out} is a directory; give the chains file to write")
+    if out.exists() and not args.overwrite:
+        raise CommandError(f"{out} already holds chains: pass --overwrite to replace them, or another --out")
     check_writable(out.parent)
     model = _load_model(model_path, _device(args.device))
     chains = ebm.sample(
@@ -583,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=nonnegative_int, default=0)
     sample.add_argument("--out", type=Path, help=f"chains file (default: {CHAINS_FILE} beside the model)")
     sample.add_argument("--device", default="cpu")
+    sample.add_argument("--overwrite", action="store_true", help="replace an existing chains file")
 
     evaluate = command("evaluate", cmd_evaluate, "mean log-likelihood of a trained model on held-out data")
     evaluate.add_argument("model", help="a model file or a run directory")

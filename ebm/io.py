@@ -61,6 +61,8 @@ def model_from_record(record: dict, map_location=None, path="the model record"):
 
     if not isinstance(record, dict) or not {"class", "config", "state_dict"} <= record.keys():
         raise ValueError(f"{path} has no complete model record (class, config, state_dict)")
+    if not isinstance(record["config"], dict) or not all(isinstance(k, str) for k in record["config"]):
+        raise ValueError(f"{path} has a model configuration that is not a dict of argument names")
     cls = importable_class(record["class"], EnergyModel, str(path))
     model = cls(**record["config"])
     # the constructor builds parameters in the default dtype; restore the saved one first

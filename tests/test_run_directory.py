@@ -67,6 +67,7 @@ def test_demo_refuses_an_earlier_run(trained, tmp_path, capsys):
 def test_resume_cleans_a_temporary_checkpoint_left_by_a_kill(trained, tmp_path, capsys):
     run_dir = copy_run(trained, tmp_path / "run")
     (run_dir / "checkpoint.pt.x1y2z3.tmp").write_bytes(b"half written")
+    (run_dir / "history.json.4242.tmp").write_text("[")
     code, _, _ = run([*TRAIN, "--epochs", "3", "--out", run_dir, "--resume"], capsys)
     assert code == 0 and not list(run_dir.glob("*.tmp"))
     assert len(json.loads((run_dir / "history.json").read_text())) == 3
@@ -93,6 +94,16 @@ def test_malicious_checkpoint_on_resume_runs_nothing(trained, tmp_path, capsys):
 def test_runaway_learning_rate_fails_in_one_line(tmp_path, capsys):
     out = fails_in_one_line([*TRAIN, "--epochs", "2", "--lr", "1e6", "--out", tmp_path / "run"], capsys, "diverged")
     assert "epoch 1/2" not in out and not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_second_sample_keeps_the_earlier_chains_unless_told(trained, tmp_path, capsys):
+    run_dir = copy_run(trained, tmp_path / "run")
+    before = (run_dir / "chains.pt").read_bytes()
+    argv = ["sample", run_dir, "--chains", "2", "--steps", "2", "--thin", "1"]
+    fails_in_one_line(argv, capsys, "already holds chains: pass --overwrite")
+    assert (run_dir / "chains.pt").read_bytes() == before
+    assert run([*argv, "--overwrite"], capsys)[0] == 0
+    assert cli.load_chains(run_dir / "chains.pt")["v"].shape == (2, 2, 16)
 
 
 def test_sample_refuses_too_few_draws_before_sampling(trained, capsys):

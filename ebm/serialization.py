@@ -94,7 +94,11 @@ def to_plain(obj, where: str = "state"):
         pairs = [[to_plain(k, f"{where} key"), to_plain(v, f"{where}[{k!r}]")] for k, v in obj.items()]
         return {TAG: "dict", "items": pairs}
     cls = type(obj)
-    if dataclasses.is_dataclass(obj) and (_is_ebm_module(cls.__module__) or _class_path(cls) in _registered):
+    if (
+        dataclasses.is_dataclass(obj)
+        and not isinstance(obj, type)
+        and (_is_ebm_module(cls.__module__) or _class_path(cls) in _registered)
+    ):
         fields = {f.name: to_plain(getattr(obj, f.name), f"{where}.{f.name}") for f in dataclasses.fields(obj)}
         return {TAG: "dataclass", "class": _class_path(cls), "fields": fields}
     if _class_path(cls) in _SAFE_OBJECTS:

@@ -1,5 +1,6 @@
 """Checkpoints and model files: nothing executed, corruption detected, clear errors, exact resume."""
 
+import dataclasses
 import os
 import pickle
 import zipfile
@@ -11,7 +12,7 @@ from test_training import Interrupt, InterruptAt
 import ebm
 from ebm.datasets import bars_and_stripes
 from ebm.samplers.base import SamplerState
-from ebm.serialization import UnsafeFileError, from_plain, to_plain
+from ebm.serialization import UnsafeFileError, from_plain, register_safe_class, to_plain
 from ebm.training import PersistentChains
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -124,6 +125,23 @@ def test_plain_data_keeps_containers_and_refuses_foreign_objects():
     crafted["fields"]["__class__"] = "anything"
     with pytest.raises(UnsafeFileError, match=r"sets \['__class__'\], which are not fields"):
         from_plain(crafted)
+
+
+@dataclasses.dataclass
+class UserState:
+    """The state of a user's own sampler."""
+
+    position: torch.Tensor
+    steps: int = 0
+
+
+def test_user_dataclasses_round_trip_only_once_registered():
+    state = UserState(torch.arange(3.0), 2)
+    with pytest.raises(TypeError, match="allow it with ebm.serialization.register_safe_class"):
+        to_plain(state)
+    register_safe_class(UserState)
+    back = from_plain(to_plain(state))
+    assert isinstance(back, UserState) and back.steps == 2 and torch.equal(back.position, state.position)
 
 
 def test_nuts_state_is_refused_before_training_starts(tmp_path):

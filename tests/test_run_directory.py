@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,6 +72,22 @@ def test_resume_cleans_a_temporary_checkpoint_left_by_a_kill(trained, tmp_path, 
     code, _, _ = run([*TRAIN, "--epochs", "3", "--out", run_dir, "--resume"], capsys)
     assert code == 0 and not list(run_dir.glob("*.tmp"))
     assert len(json.loads((run_dir / "history.json").read_text())) == 3
+
+
+def test_json_write_killed_before_its_rename_is_cleaned_up(tmp_path, monkeypatch):
+    class Killed(BaseException):
+        pass
+
+    def killed(self, target):
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "replace", killed)
+        with pytest.raises(Killed):
+            cli._write_json([{"epoch": 1}], tmp_path / "history.json")
+    assert list(tmp_path.glob("*.tmp"))
+    cli.prepare_run_directory(tmp_path, resume=False, overwrite=False)
+    assert not list(tmp_path.iterdir())
 
 
 def test_resume_with_another_lr_is_one_line(trained, tmp_path, capsys):

@@ -5,6 +5,7 @@ import os
 import pickle
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 from test_training import Interrupt, InterruptAt
@@ -105,6 +106,20 @@ def test_adapting_sampler_state_round_trips_with_pyro_accumulators():
         copy, _ = sampler.step(model, copy, g_copy, True)
     for name in state.state:
         assert torch.equal(state.state[name], copy.state[name]), name
+
+
+def test_metrics_a_callback_adds_as_numpy_numbers_are_checkpointed_as_numbers(tmp_path):
+    class NumpyMetric:
+        def on_epoch_end(self, trainer, epoch, metrics):
+            metrics["numpy"] = np.float32(0.5) * epoch
+            metrics["count"] = np.int64(epoch)
+
+    data, path = {"v": bars_and_stripes(3)}, tmp_path / "ckpt.pt"
+    options = dict(batch_size=8, metrics=None, checkpoint=path, callbacks=[NumpyMetric()])
+    ebm.fit(ebm.RBM(9, 2), data, epochs=1, **options)
+    history = ebm.fit(ebm.RBM(9, 2), data, epochs=2, resume=path, **options)
+    assert history["numpy"] == [0.5, 1.0] and history["count"] == [1, 2]
+    assert type(history[0]["numpy"]) is float and type(history[0]["count"]) is int
 
 
 def test_plain_data_keeps_containers_and_refuses_foreign_objects():

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import numbers
 import pickle
 import struct
 import sys
@@ -72,8 +73,15 @@ def to_plain(obj, where: str = "state"):
     Raises:
         TypeError: ``obj`` holds something that cannot be stored safely; names its path.
     """
-    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+    if obj is None or type(obj) in (bool, int, float, str) or isinstance(obj, torch.Tensor):
         return obj
+    # subclasses (numpy scalars, enums) would be pickled as their own class: store the value
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj)
     if isinstance(obj, torch.Size):
         return {TAG: "size", "items": list(obj)}
     if isinstance(obj, (torch.dtype, torch.device)):

@@ -231,6 +231,11 @@ def test_model_class_from_a_script_main_gives_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="defined in a script's __main__; define it in an importable module") as e:
         ebm.load(tmp_path / "m.pt")
     one_line(e)
+    ScriptModel.__module__ = "my_models_not_installed"
+    ScriptModel(2).save(tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="module 'my_models_not_installed', which cannot be imported here") as e:
+        ebm.load(tmp_path / "m.pt")
+    one_line(e)
 
 
 # ---------------------------------------------------------------------- corrupted, truncated, foreign files

@@ -1,4 +1,5 @@
-"""Saving and loading models and training checkpoints with atomic writes."""
+"""Saving and loading models and training checkpoints: atomic writes, SHA-256 checksums,
+reading with ``weights_only=True`` (``ebm.serialization``)."""
 
 from __future__ import annotations
 

@@ -5,6 +5,11 @@ metrics per epoch), ``run.json`` (the settings), ``checkpoint.pt`` (to ``--resum
 after ``ebm sample`` or ``ebm demo`` ``chains.pt`` (the draws, ``load_chains``). ``ebm plot``
 turns a run directory, a chains file or a model file into PNG files.
 
+``ebm train`` and ``ebm demo`` refuse a directory that already holds a run unless given
+``--resume`` (train: continue it) or ``--overwrite`` (delete the files ebm wrote there
+first); ``ebm sample`` keeps an existing chains file unless given ``--overwrite``. Every
+command checks that it can write its output before it starts working.
+
 Errors in arguments or inputs are one line on stderr and a non-zero exit status: 2 for a
 bad command line, 1 for anything that fails afterwards.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +32,8 @@ import ebm
 from ebm import plot
 from ebm.chains import Chains
 from ebm.datasets import TOY2D, bars_and_stripes, digits, mnist, toy2d
-from ebm.io import atomic_save
+from ebm.io import atomic_save, remove_stale_temporaries
+from ebm.serialization import read_record, seal, verify
 from ebm.training.trainer import History
 
 DATASETS = ("digits", "mnist", "bars-and-stripes", *TOY2D)
@@ -34,6 +41,8 @@ MODELS = {"rbm": ebm.RBM, "centered-rbm": ebm.CenteredRBM, "gaussian-rbm": ebm.G
 #: rows drawn from a 2-D toy density for each split
 TOY_ROWS = {"train": 5000, "test": 2000}
 SAMPLERS = ("gibbs", "langevin", "hmc")
+#: draws per chain that ``Chains.summary`` needs
+MIN_DRAWS = 2
 MODEL_FILE, HISTORY_FILE, RUN_FILE, CHAINS_FILE, CHECKPOINT_FILE = (
     "model.pt",
     "history.json",
@@ -41,6 +50,13 @@ MODEL_FILE, HISTORY_FILE, RUN_FILE, CHAINS_FILE, CHECKPOINT_FILE = (
     "chains.pt",
     "checkpoint.pt",
 )
+#: the figures ``ebm demo`` and ``ebm plot`` write into a run directory
+FIGURES = (
+    "training_curve.png", "filters.png", "samples.png", "trace.png", "autocorrelation.png", "energy.png",
+    "density.png",
+)  # fmt: skip
+#: every file ebm writes into a run directory (what --overwrite deletes)
+RUN_FILES = (MODEL_FILE, HISTORY_FILE, RUN_FILE, CHAINS_FILE, CHECKPOINT_FILE, *FIGURES)
 #: what the per-epoch lines and the training curve show, in this order of preference
 _METRIC_LABELS = {
     "log_likelihood": "train LL",
@@ -111,25 +127,25 @@ def load_dataset(name: str, split: str, root: str | None = None, binarize: str =
 
 
 def save_chains(chains: Chains, path: str | Path) -> None:
-    """Write the draws, energies and sampler statistics of ``chains`` (atomic ``torch.save``)."""
+    """Write the draws, energies and sampler statistics of ``chains`` with a checksum
+    (atomic ``torch.save``)."""
     record = {
         "ebm_chains": 1,
         "draws": {k: v.detach().cpu() for k, v in chains.draws.items() if k not in chains.observed},
         "energy": chains.energy.detach().cpu(),
         "stats": {k: v.detach().cpu() for k, v in chains.stats.items()},
     }
-    atomic_save(record, path)
+    atomic_save(seal(record), path)
 
 
 def _torch_record(path: Path, what: str) -> dict:
     if not path.is_file():
         raise CommandError(f"no {what} at {path}")
     try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises assorted types for a file it cannot read
-        raise CommandError(f"{path} is not a {what} ({' '.join(str(error).split()[:12])})") from None
-    if not isinstance(record, dict):
-        raise CommandError(f"{path} is not a {what}")
+        record = read_record(path, what)
+        verify(record, path)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
     return record
 
 
@@ -159,7 +175,8 @@ def _load_model(path: Path, device: torch.device) -> ebm.EnergyModel:
     try:
         return ebm.load(path, map_location=device)
     except (ValueError, KeyError, RuntimeError, ModuleNotFoundError, AttributeError) as error:
-        raise CommandError(f"cannot load a model from {path}: {error}") from None
+        message = str(error) if str(path) in str(error) else f"cannot load a model from {path}: {error}"
+        raise CommandError(message) from None
 
 
 def _run_settings(model_path: Path) -> dict:
@@ -167,8 +184,49 @@ def _run_settings(model_path: Path) -> dict:
     return json.loads(run_file.read_text()) if run_file.is_file() else {}
 
 
+def check_writable(folder: Path, what: str = "--out") -> None:
+    """Create ``folder`` if needed and check that files can be written in it, before any
+    work whose results would then be lost."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".ebm-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CommandError(f"{what}: cannot write to {folder} ({error.strerror or error})") from None
+
+
+def prepare_run_directory(out: Path, *, resume: bool, overwrite: bool) -> list[Path]:
+    """Check that ``out`` may receive a run: a new or empty directory, an existing run with
+    ``resume``, or any run with ``overwrite``. Leftover temporary files of a killed write are
+    removed. Returns the earlier run's files that ``overwrite`` replaces: delete them with
+    ``clear_run`` once everything else has been checked."""
+    if resume and overwrite:
+        raise CommandError("give --resume (continue the run) or --overwrite (replace it), not both")
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out} is a file, not a run directory")
+    check_writable(out)
+    for name in RUN_FILES:
+        remove_stale_temporaries(out / name)
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not (resume or overwrite):
+        raise CommandError(
+            f"{out} already holds a run ({', '.join(existing)}): pass --resume to continue it, --overwrite to "
+            f"replace it, or another --out"
+        )
+    return [out / name for name in existing] if overwrite else []
+
+
+def clear_run(files: Sequence[Path]) -> None:
+    """Delete an earlier run's files (``--overwrite``), so that none is left to contradict
+    the new run (chains or figures of the old model)."""
+    for path in files:
+        path.unlink(missing_ok=True)
+
+
 def _write_json(obj, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # named like atomic_save's temporaries, so that a leftover one is cleaned up the same way
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)
 
@@ -233,8 +291,8 @@ def train_run(
     metrics="auto",
     resume: bool = False,
 ) -> History:
-    """Train ``model`` into the run directory ``out`` and write model, history and settings."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Train ``model`` into the run directory ``out`` (prepared by ``prepare_run_directory``)
+    and write model, history and settings."""
     checkpoint = out / CHECKPOINT_FILE
     if resume and not checkpoint.is_file():
         raise CommandError(f"--resume: no checkpoint at {checkpoint}")
@@ -267,11 +325,13 @@ def cmd_train(args) -> None:
     if args.dataset in TOY2D and args.model != "gaussian-rbm":
         raise CommandError(f"the 2-D density {args.dataset!r} is real-valued: use --model gaussian-rbm")
     device = _device(args.device)
+    replaced = prepare_run_directory(args.out, resume=args.resume, overwrite=args.overwrite)
     train = load_dataset(args.dataset, "train", args.data_root, args.binarize).to(device)
     test = load_dataset(args.dataset, "test", args.data_root, args.binarize).to(device)
     model = MODELS[args.model](train.shape[1], args.hidden, seed=args.seed).to(device)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("func", "overwrite")}
     print(f"training {args.model} ({train.shape[1]} visible, {args.hidden} hidden) on {args.dataset}: {len(train)} rows")
+    clear_run(replaced)
     train_run(
         model,
         train,
@@ -304,9 +364,19 @@ def _sampler(name: str, step_size: float, model: ebm.EnergyModel):
 
 
 def cmd_sample(args) -> None:
+    if args.steps // args.thin < MIN_DRAWS:
+        raise CommandError(
+            f"--steps {args.steps} with --thin {args.thin} keeps {args.steps // args.thin} draw(s) per chain; the "
+            f"summary needs at least {MIN_DRAWS}: raise --steps or lower --thin"
+        )
     model_path = _model_path(args.model)
-    model = _load_model(model_path, _device(args.device))
     out = args.out or model_path.parent / CHAINS_FILE
+    if out.is_dir():
+        raise CommandError(f"--out {out} is a directory; give the chains file to write")
+    if out.exists() and not args.overwrite:
+        raise CommandError(f"{out} already holds chains: pass --overwrite to replace them, or another --out")
+    check_writable(out.parent)
+    model = _load_model(model_path, _device(args.device))
     chains = ebm.sample(
         model,
         _sampler(args.sampler, args.step_size, model),
@@ -316,9 +386,10 @@ def cmd_sample(args) -> None:
         thin=args.thin,
         seed=args.seed,
     )
+    # the draws are saved before anything else can fail
+    save_chains(chains, out)
     print(chains)
     print(chains.summary())
-    save_chains(chains, out)
     print(f"wrote {out}")
 
 
@@ -380,7 +451,7 @@ def cmd_plot(args) -> None:
     if not path.exists():
         raise CommandError(f"{path} does not exist: give a run directory, a chains file or a model file")
     out = args.out or (path if path.is_dir() else path.parent)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     written = []
     if path.is_file():
         record = _torch_record(path, "chains or model file")
@@ -424,9 +495,11 @@ def cmd_demo(args) -> None:
 
 def _demo(args) -> None:
     out: Path = args.out
+    replaced = prepare_run_directory(out, resume=False, overwrite=args.overwrite)
     epochs = args.epochs or (3 if args.fast else 20)
     train, test = digits("train")[0], digits("test")[0]
     model = ebm.RBM(64, 16, seed=args.seed)
+    clear_run(replaced)
     print(f"RBM, 64 visible x 16 hidden, PCD-1 on the 8x8 digits: {len(train)} training rows, {len(test)} test rows")
     print(
         f"exact log-likelihood (nats per row) by enumerating the 2^16 hidden states; "
@@ -481,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=positive_int, help="training epochs (default 20; 3 with --fast)")
     demo.add_argument("--fast", action="store_true", help="a few epochs and short chains: a smoke test")
     demo.add_argument("--seed", type=nonnegative_int, default=0)
+    demo.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
 
     train = command("train", cmd_train, "train a model on a dataset into a run directory")
     train.add_argument("--model", choices=sorted(MODELS), default="rbm")
@@ -498,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", help="folder of the MNIST IDX files (default: $EBM_DATA/mnist or the cache)")
     train.add_argument("--binarize", choices=("threshold", "stochastic"), default="threshold", help="MNIST binarization")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run in --out (deletes the files ebm wrote there)"
+    )
 
     sample = command("sample", cmd_sample, "draw MCMC chains from a trained model and save them")
     sample.add_argument("model", help="a model file or a run directory")
@@ -510,6 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=nonnegative_int, default=0)
     sample.add_argument("--out", type=Path, help=f"chains file (default: {CHAINS_FILE} beside the model)")
     sample.add_argument("--device", default="cpu")
+    sample.add_argument("--overwrite", action="store_true", help="replace an existing chains file")
 
     evaluate = command("evaluate", cmd_evaluate, "mean log-likelihood of a trained model on held-out data")
     evaluate.add_argument("model", help="a model file or a run directory")

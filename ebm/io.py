@@ -1,13 +1,16 @@
-"""Saving and loading models and training checkpoints with atomic writes."""
+"""Saving and loading models and training checkpoints: atomic writes, SHA-256 checksums,
+reading with ``weights_only=True`` (``ebm.serialization``)."""
 
 from __future__ import annotations
 
-import importlib
+import glob
 import os
 import tempfile
 from pathlib import Path
 
 import torch
+
+from ebm.serialization import importable_class, read_record, seal, verify
 
 
 def atomic_save(obj, path) -> None:
@@ -29,6 +32,18 @@ def atomic_save(obj, path) -> None:
         raise
 
 
+def remove_stale_temporaries(path) -> list[Path]:
+    """Delete ``path.*.tmp`` files that an ``atomic_save`` killed mid-write left beside
+    ``path``; returns the deleted paths."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = sorted(path.parent.glob(f"{glob.escape(path.name)}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
 def model_record(model) -> dict:
     """The model as plain data: class path, constructor config and state dict."""
     cls = type(model)
@@ -40,13 +55,17 @@ def model_record(model) -> dict:
     }
 
 
-def model_from_record(record: dict, map_location=None):
-    """Rebuild a model from ``model_record`` output."""
-    module_name, _, qualname = record["class"].partition(":")
-    obj = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    model = obj(**record["config"])
+def model_from_record(record: dict, map_location=None, path="the model record"):
+    """Rebuild a model from ``model_record`` output. The class it names must be an importable
+    ``EnergyModel`` subclass; nothing else is called."""
+    from ebm.model import EnergyModel
+
+    if not isinstance(record, dict) or not {"class", "config", "state_dict"} <= record.keys():
+        raise ValueError(f"{path} has no complete model record (class, config, state_dict)")
+    if not isinstance(record["config"], dict) or not all(isinstance(k, str) for k in record["config"]):
+        raise ValueError(f"{path} has a model configuration that is not a dict of argument names")
+    cls = importable_class(record["class"], EnergyModel, str(path))
+    model = cls(**record["config"])
     # the constructor builds parameters in the default dtype; restore the saved one first
     dtype = getattr(torch, record.get("dtype", ""), None)
     if isinstance(dtype, torch.dtype):
@@ -58,18 +77,30 @@ def model_from_record(record: dict, map_location=None):
 
 
 def save_model(model, path) -> None:
-    """Save ``model`` (constructor config + state dict) to ``path`` atomically."""
-    atomic_save({"ebm_model": model_record(model)}, path)
+    """Save ``model`` (constructor config + state dict, with a SHA-256 checksum) to ``path``
+    atomically."""
+    atomic_save(seal({"ebm_model": model_record(model)}), path)
 
 
 def load(path, map_location=None):
     """Load a model saved with ``model.save(path)``; reads with ``weights_only=True``.
 
+    The file's checksum is verified (files written before checksums were stored load
+    without this check). The model's class must be importable here (not defined in a
+    script's ``__main__``) and a subclass of ``ebm.EnergyModel``; only its constructor is
+    called, with the recorded configuration.
+
     Args:
         path: the file written by ``save``.
         map_location: optional device to move the model to.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: one line naming ``path``: empty, truncated, corrupted (checksum),
+            unsafe, not an ebm model, or a class that cannot be imported.
     """
-    record = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(record, dict) or "ebm_model" not in record:
+    record = read_record(path, "model file saved by ebm")
+    if "ebm_model" not in record:
         raise ValueError(f"{path} is not a model saved by ebm (no 'ebm_model' record)")
-    return model_from_record(record["ebm_model"], map_location)
+    verify(record, path)
+    return model_from_record(record["ebm_model"], map_location, path)

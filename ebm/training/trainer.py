@@ -32,10 +32,11 @@ from ebm.evaluation.enumeration import n_bits
 from ebm.evaluation.metrics import log_likelihood
 from ebm.evaluation.partition import exact_plan, log_partition
 from ebm.evaluation.pseudo import pseudo_log_likelihood, reconstruction_error
-from ebm.io import atomic_save, model_record
+from ebm.io import atomic_save, model_record, remove_stale_temporaries
 from ebm.model import EnergyModel
 from ebm.samplers.base import Sampler
 from ebm.samplers.gibbs import Gibbs
+from ebm.serialization import from_plain, read_record, seal, to_plain, verify
 from ebm.training.negatives import NegativePhase, negative_phase
 from ebm.training.objective import data_phase, surrogate, uses_free_energy
 
@@ -46,10 +47,16 @@ AUTO_PL_ROWS = 2000
 #: ... and over every site when there are at most this many, else this many random sites per row
 AUTO_PL_SITES = 64
 METRICS = ("recon", "pseudo_ll", "log_likelihood")
+#: training has run away when a parameter's magnitude exceeds this many times its scale at the
+#: start (the largest of 1, the initial parameters' and the data's magnitudes)
+RUNAWAY_FACTOR = 1e4
+#: format of the checkpoint files (1: pickled sampler states, no longer read)
+CHECKPOINT_FORMAT = 2
 
 
 class TrainingDiverged(FloatingPointError):
-    """Energies or parameters became NaN or infinite during training."""
+    """Energies or parameters became NaN or infinite, or the parameters ran away (grew
+    ``RUNAWAY_FACTOR`` times past their scale at the start), during training."""
 
 
 class History(list):
@@ -137,8 +144,13 @@ class Trainer:
             row in nats (``recon``: squared error per row).
         callbacks: objects with ``on_train_begin``/``on_batch_end``/``on_epoch_end`` (module doc).
         progress: show a tqdm bar (default: when stderr is a terminal).
-        checkpoint: path of the checkpoint file (``None``: no checkpoints).
+        checkpoint: path of the checkpoint file (``None``: no checkpoints); written as plain
+            data with a checksum and read back with ``weights_only=True`` (``ebm.serialization``).
         checkpoint_every: write the checkpoint every this many epochs (and after the last).
+        runaway_factor: stop with ``TrainingDiverged`` when a parameter's magnitude exceeds
+            this many times its scale at the start of training (the largest of 1, the initial
+            parameters' and the data's magnitudes); ``None`` disables the check (for models
+            whose parameters legitimately grow that much, e.g. precisions of tiny variances).
         seed: seed of every random draw of training (shuffling, chains).
     """
 
@@ -166,6 +178,7 @@ class Trainer:
         progress: bool | None = None,
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 1,
+        runaway_factor: float | None = RUNAWAY_FACTOR,
     ):
         if not isinstance(model, EnergyModel):
             raise TypeError(f"model must be an ebm.EnergyModel, got {type(model).__name__}")
@@ -177,12 +190,18 @@ class Trainer:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr!r}")
+        if runaway_factor is not None and not runaway_factor > 1:
+            raise ValueError(f"runaway_factor must be a number > 1 or None, got {runaway_factor!r}")
+        if isinstance(sampler, type):
+            raise TypeError(f"sampler must be a sampler instance, e.g. ebm.{sampler.__name__}(), not the class itself")
         self.model = model
         self.sampler = sampler if sampler is not None else Gibbs()
         self.negatives = negative_phase(method, k, n_chains)
         self.k_data = k if k_data is None else k_data
         self.batch_size = batch_size
         self.optimizer = _make_optimizer(optimizer, params, lr, weight_decay)
+        self._params = [p for p in params if p.numel()]  # what the runaway check measures
+        self._base_lrs = [group.get("initial_lr", group["lr"]) for group in self.optimizer.param_groups]
         self.schedule = schedule
         self.scheduler = None
         self.energy_l2, self.clip_grad = energy_l2, clip_grad
@@ -192,6 +211,7 @@ class Trainer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.checkpoint_every = checkpoint_every
+        self.runaway_factor = runaway_factor
         self.seed = seed
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
         self.history = History()
@@ -199,35 +219,63 @@ class Trainer:
         self.batch = 0
         self.stop_training = False
         self._last_checkpoint: int | None = None
+        self._epochs: int | None = None  # the total of the current fit
+        self._scale: float | None = None  # parameter and data magnitude at the start of training
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: parameters, optimizer, schedule, chains,
-        the random stream, the history."""
-        return {
-            "ebm_checkpoint": 1,
-            "model": model_record(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "negatives": self.negatives.state_dict(),
-            "generator": self.generator.get_state(),
-            "epoch": self.epoch,
-            "history": [dict(e) for e in self.history],
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-        }
+        the random stream, the history; as tensors and plain data (``ebm.serialization``)."""
+        return to_plain(
+            {
+                "ebm_checkpoint": CHECKPOINT_FORMAT,
+                "model": model_record(self.model),
+                "optimizer_class": type(self.optimizer).__name__,
+                "lr": self._base_lrs,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "negatives": self.negatives.state_dict(),
+                "generator": self.generator.get_state(),
+                "epoch": self.epoch,
+                "epochs": self._epochs,
+                "scale": self._scale,
+                "history": [dict(e) for e in self.history],
+                "batch_size": self.batch_size,
+                "seed": self.seed,
+            },
+            "the checkpoint",
+        )
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a ``state_dict`` (the scheduler must exist already, i.e. inside ``fit``)."""
+        """Restore a ``state_dict`` (the scheduler must exist already, i.e. inside ``fit``);
+        its plain data is turned back into sampler states by ``serialization.from_plain``.
+
+        Raises ``ValueError`` when the checkpoint was written with another model class,
+        batch size, optimizer, learning rate or kind of schedule: resuming continues the
+        same run; change those by starting a new run from the saved model.
+        """
+        state = from_plain(state, "the checkpoint")
         expected = f"{type(self.model).__module__}:{type(self.model).__qualname__}"
         if state["model"]["class"] != expected:
             raise ValueError(f"the checkpoint holds a {state['model']['class']}, not a {expected}")
         if state["batch_size"] != self.batch_size:
             raise ValueError(f"the checkpoint was trained with batch_size={state['batch_size']}, not {self.batch_size}")
-        self.model.load_state_dict(state["model"]["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        optimizer = type(self.optimizer).__name__
+        if state["optimizer_class"] != optimizer:
+            raise ValueError(
+                f"the checkpoint was trained with the {state['optimizer_class']} optimizer, not {optimizer}: "
+                f"resume with the same optimizer"
+            )
+        if state["lr"] != self._base_lrs:
+            saved, given = ", ".join(f"{x:g}" for x in state["lr"]), ", ".join(f"{x:g}" for x in self._base_lrs)
+            raise ValueError(
+                f"the checkpoint was trained with lr={saved}, not {given}: resume with the same lr "
+                f"(to train on at another lr, start a new run from the saved model)"
+            )
         if (state["scheduler"] is None) != (self.scheduler is None):
             raise ValueError("the checkpoint's learning-rate schedule does not match this trainer's")
+        self.model.load_state_dict(state["model"]["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.negatives.load_state_dict(state["negatives"])
@@ -235,24 +283,61 @@ class Trainer:
         self.epoch = state["epoch"]
         self.history = History(state["history"])
         self.seed = state["seed"]
+        self._scale = state["scale"]
+        if self._epochs is not None and state["epochs"] is not None and state["epochs"] != self._epochs:
+            self._replan_schedule()
+
+    def _replan_schedule(self) -> None:
+        """Spread the learning-rate schedule over a new total of epochs from the current one
+        (resuming with more epochs than the checkpoint's run planned): ``"linear"`` then
+        continues at ``lr * (1 - done / new_total)`` instead of ending at 0."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            scheduler.T_max = max(self._epochs, 1)
+        scheduler.last_epoch = self.epoch
+        if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            lrs = [base * f(self.epoch) for f, base in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)]
+        elif hasattr(scheduler, "_get_closed_form_lr"):
+            lrs = scheduler._get_closed_form_lr()
+        else:
+            return  # a schedule that does not depend on the total: it continues as stored
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        scheduler._last_lr = list(lrs)
 
     def save_checkpoint(self, path: str | Path | None = None) -> None:
-        """Write the trainer's state to ``path`` (default: the ``checkpoint`` path) atomically."""
+        """Write the trainer's state with its checksum to ``path`` (default: the
+        ``checkpoint`` path) atomically. Raises ``TypeError`` when the sampler's state holds
+        objects that a file cannot store safely (``ebm.NUTS``'s Pyro kernels)."""
         path = self.checkpoint if path is None else Path(path)
-        atomic_save(self.state_dict(), path)
+        atomic_save(seal(self.state_dict()), path)
         if path == self.checkpoint:
             self._last_checkpoint = self.epoch
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Continue from a checkpoint written by ``save_checkpoint`` (a trusted file: the
-        sampler state inside is unpickled)."""
+        """Continue from a checkpoint written by ``save_checkpoint``.
+
+        The file is read with ``weights_only=True`` (a crafted file cannot run code), its
+        checksum verified and only ebm's own state classes are rebuilt from it.
+        """
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint at {path}")
-        state = torch.load(path, map_location=self.model.device, weights_only=False)
-        if not isinstance(state, dict) or "ebm_checkpoint" not in state:
+        state = read_record(path, "training checkpoint", map_location=self.model.device)
+        if "ebm_checkpoint" not in state:
             raise ValueError(f"{path} is not an ebm training checkpoint")
-        self.load_state_dict(state)
+        if state["ebm_checkpoint"] != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"{path} is a checkpoint of format {state['ebm_checkpoint']!r}; this version of ebm resumes only "
+                f"format {CHECKPOINT_FORMAT} (older ones pickled their sampler state): start a new run"
+            )
+        verify(state, path)
+        try:
+            self.load_state_dict({k: v for k, v in state.items() if k != "sha256"})
+        except ValueError as error:
+            raise type(error)(f"{path}: {error}") from None
 
     # ------------------------------------------------------------------ metrics
     def _available_metrics(self, data: Mapping[str, torch.Tensor]) -> list[str]:
@@ -314,7 +399,7 @@ class Trainer:
             raise ValueError(f"{what} has no rows")
         return dict(data), n
 
-    def _diverged(self, epoch: int, batch: int, what: str) -> TrainingDiverged:
+    def _diverged(self, epoch: int, batch: int, what: str = "the energies became NaN or inf") -> TrainingDiverged:
         lr = self.optimizer.param_groups[0]["lr"]
         if self._last_checkpoint is not None:
             where = f"the last good checkpoint ({self.checkpoint}, epoch {self._last_checkpoint}) is kept"
@@ -323,9 +408,35 @@ class Trainer:
         else:
             where = "no checkpoint was requested (pass checkpoint=path)"
         return TrainingDiverged(
-            f"training diverged in epoch {epoch}, batch {batch}: {what} became NaN or inf "
+            f"training diverged in epoch {epoch}, batch {batch}: {what} "
             f"(lr={lr:g}; try a smaller lr, clip_grad, weight_decay or energy_l2); {where}"
         )
+
+    def _start_scale(self, data: Mapping[str, torch.Tensor]) -> float:
+        """The magnitude training starts from: 1, the largest parameter and the largest
+        real-valued datum (the runaway check's reference)."""
+        sizes = [1.0] + [float(p.detach().abs().max()) for p in self._params]
+        sizes += [float(x.abs().max()) for x in data.values() if x.is_floating_point() and x.numel()]
+        return max(sizes)
+
+    def _largest_parameter(self) -> torch.Tensor:
+        """The largest parameter magnitude, as a device scalar (no host sync)."""
+        with torch.no_grad():
+            return torch.stack(torch._foreach_norm(self._params, float("inf"))).amax()
+
+    def _check_runaway(self, epoch: int, sizes: torch.Tensor) -> None:
+        if self.runaway_factor is None:
+            return
+        limit = self.runaway_factor * self._scale
+        over = (sizes > limit).nonzero()
+        if over.numel():
+            batch = int(over[0, 0])
+            raise self._diverged(
+                epoch,
+                batch + 1,
+                f"the parameters ran away to {float(sizes[batch]):.3g} in magnitude, over {self.runaway_factor:g} "
+                f"times their scale at the start ({self._scale:.3g}; runaway_factor=None disables this check)",
+            )
 
     def _first_bad(self, losses: torch.Tensor, upto: int) -> int | None:
         bad = (~losses[:upto].isfinite()).nonzero()
@@ -346,12 +457,18 @@ class Trainer:
             epochs: total number of epochs.
             validation: held-out data with the same blocks; its metrics get a ``val_`` prefix.
             resume: a checkpoint path: continue from it exactly as the uninterrupted run would.
+                With more ``epochs`` than the checkpointed run planned, the schedule is
+                re-planned over the new total from the current epoch. The lr, optimizer and
+                batch size must be those of the checkpoint (``ValueError`` otherwise).
 
         Returns:
             The ``History`` (also ``trainer.history``).
 
         Raises:
-            TrainingDiverged: energies or parameters became NaN/inf; names the epoch and batch.
+            TrainingDiverged: energies or parameters became NaN/inf, or a parameter grew past
+                ``runaway_factor`` times its scale at the start; names the epoch and batch.
+            ValueError: ``resume`` is not a readable, intact ebm checkpoint of this run.
+            TypeError: ``checkpoint`` is set and the sampler's state cannot be stored safely.
         """
         if not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -367,7 +484,10 @@ class Trainer:
         metrics = self._available_metrics(data)
         sum_latents = uses_free_energy(model, data)
         fe_negatives = self.free_energy_negatives and sum_latents
+        self._epochs = epochs
         self.scheduler = _make_scheduler(self.schedule, self.optimizer, epochs)
+        if self.checkpoint is not None:
+            remove_stale_temporaries(self.checkpoint)
         if resume is not None:
             self.load_checkpoint(resume)
             if self.checkpoint is not None and Path(resume) == self.checkpoint:
@@ -376,6 +496,11 @@ class Trainer:
             if self.init_bias and "v" in data and callable(getattr(model, "init_visible_bias", None)):
                 model.init_visible_bias(data["v"])
             self.negatives.setup(model, sampler, data, generator)
+        if self._scale is None:
+            self._scale = self._start_scale(data)
+        if self.checkpoint is not None:
+            # a sampler state that no file can hold safely fails now, not after an epoch of work
+            to_plain(self.negatives.state_dict(), "the checkpoint.negatives")
         for hook in _hooks(self.callbacks, "on_train_begin"):
             hook(self)
         batch_hooks = _hooks(self.callbacks, "on_batch_end")
@@ -384,10 +509,15 @@ class Trainer:
         n_batches = -(-n // self.batch_size)
         # per-batch losses stay on the device; one host sync per epoch checks them all
         losses = torch.zeros(n_batches, dtype=model.dtype, device=model.device)
+        # and so do the largest parameter magnitudes after each step, for the runaway check
+        sizes = torch.zeros(n_batches, dtype=model.dtype, device=model.device)
         elapsed = self.history[-1].get("time", 0.0) if self.history else 0.0
         bar = tqdm(
-            total=epochs * n_batches, initial=min(self.epoch, epochs) * n_batches,
-            disable=not self.progress, desc="training", unit="batch",
+            total=epochs * n_batches,
+            initial=min(self.epoch, epochs) * n_batches,
+            disable=not self.progress,
+            desc="training",
+            unit="batch",
         )
         try:
             while self.epoch < epochs and not self.stop_training:
@@ -404,17 +534,20 @@ class Trainer:
                         # a model or sampler may reject NaN before our per-epoch check sees it
                         first = self._first_bad(losses, b)
                         if first is not None:
-                            raise self._diverged(epoch, first, "the energies") from error
+                            raise self._diverged(epoch, first) from error
+                        self._check_runaway(epoch, sizes[:b])
                         raise
                     losses[b] = loss
+                    sizes[b] = self._largest_parameter()
                     for hook in batch_hooks:
                         hook(self, positive, negatives)
                     bar.update()
                 first = self._first_bad(losses, n_batches)
                 if first is not None:
-                    raise self._diverged(epoch, first, "the energies")
+                    raise self._diverged(epoch, first)
                 if not all(torch.isfinite(p).all() for p in model.parameters()):
-                    raise self._diverged(epoch, n_batches, "the parameters")
+                    raise self._diverged(epoch, n_batches, "the parameters became NaN or inf")
+                self._check_runaway(epoch, sizes)
                 if self.scheduler is not None:
                     self.scheduler.step()
                 elapsed += time.perf_counter() - start

@@ -88,17 +88,18 @@ def test_pcd_with_parallel_tempering_resumes_exactly(tmp_path):
     assert_same_parameters(whole, resumed)
 
 
-def test_adapting_sampler_state_round_trips_with_pyro_accumulators():
+def test_adapting_sampler_state_round_trips_with_its_warmup_accumulators():
     model = ebm.GaussianRBM(2, 3, seed=0)
     sampler = ebm.Composite({("h",): ebm.Gibbs(), ("v",): ebm.HMC(0.1, n_leapfrog=3)})
     g = torch.Generator().manual_seed(0)
     state = sampler.init(model, model.random_state(4, g), (), g)
+    state = sampler.start_adaptation(model, state, 200)
     for _ in range(3):
         state, _ = sampler.step(model, state, g, True)
     plain = to_plain(state)
-    # the warm-up state holds Pyro's DualAveraging and WelfordCovariance: stored as plain data
+    # the warm-up state holds Pyro's DualAveraging and ebm's Welford accumulators: stored as plain data
     kinds = str(plain)
-    assert "DualAveraging" in kinds and "WelfordCovariance" in kinds
+    assert "DualAveraging" in kinds and "adaptation:Welford" in kinds
     copy = from_plain(plain)
     g_copy = torch.Generator().set_state(g.get_state())
     for _ in range(3):

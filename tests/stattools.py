@@ -29,3 +29,8 @@ def state_index(bits: torch.Tensor) -> torch.Tensor:
     """Integer index of each row of 0/1 ``bits`` (least significant bit first), as enumeration orders them."""
     powers = 2 ** torch.arange(bits.shape[-1], device=bits.device)
     return (bits.long() * powers).sum(-1)
+
+
+def z_threshold(n_tests: int, alpha: float = 1e-3) -> float:
+    """Two-sided Bonferroni z threshold: all ``n_tests`` pass with probability >= 1 - alpha."""
+    return torch.special.ndtri(torch.tensor(1 - alpha / (2 * n_tests), dtype=torch.float64)).item()

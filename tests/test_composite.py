@@ -83,10 +83,10 @@ def test_nuts_part_follows_the_other_blocks():
     # Every chain starts at y = 0: a NUTS part that kept the potential of its first state
     # would draw x ~ N(0, 1) for ever (measured: mean x -0.05, z = -62).
     n = 6
-    sampler = ebm.Composite({"y": ebm.Gibbs(), "x": ebm.NUTS(warmup_steps=50)})
+    sampler = ebm.Composite({"y": ebm.Gibbs(), "x": ebm.NUTS(warmup_steps=100)})
     start = {"y": torch.zeros(n, 1), "x": torch.zeros(n, 1)}
     # y's autocorrelation is 1/2 per sweep: 20 sweeps take the start's bias of 3 below 1e-5
-    chains = ebm.sample(Hierarchy(), sampler, n_steps=100, burn_in=20, init=start, seed=0)
+    chains = ebm.sample(Hierarchy(), sampler, n_steps=200, burn_in=20, init=start, seed=0)
     x = chains["x"].double()
     square = (x - 3).square()
     z = torch.cat([(x.mean((0, 1)) - 3).abs() / mcse(x), (square.mean((0, 1)) - 2).abs() / mcse(square)])

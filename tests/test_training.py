@@ -356,8 +356,11 @@ def test_absurd_learning_rate_stops_in_the_first_epoch():
 
 
 # ---------------------------------------------------------------------- learning
-@pytest.mark.parametrize("method", ["cd", "pcd"])
-def test_user_energy_trains_through_sampled_latents(method):
+# PCD at lr 0.1 oscillates here (its 20 chains stop mixing between the two sharp modes):
+# over 30 seeds it closed between -58% and 90% of the gap after 200 epochs; at 0.05 it
+# closes 71% to 95% (mean 83%, sd 7%). CD at 0.1 closes 81% to 97% (mean 91%, sd 4%).
+@pytest.mark.parametrize(("method", "lr"), [("cd", 0.1), ("pcd", 0.05)])
+def test_user_energy_trains_through_sampled_latents(method, lr):
     """No free_energy, no conditional: the data phase samples h with v clamped, Gibbs goes
     site by site, and the exact log-likelihood still closes much of the gap to the optimum."""
     data = {"v": torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]]).repeat(3, 1)}
@@ -365,11 +368,11 @@ def test_user_energy_trains_through_sampled_latents(method):
     recorder = Recorder()
     start = mean_ll(model, data)
     ebm.fit(
-        model, data, method=method, k=1, epochs=100, batch_size=2, n_chains=20, lr=0.1, metrics=None, callbacks=[recorder]
+        model, data, method=method, k=1, epochs=200, batch_size=2, n_chains=20, lr=lr, metrics=None, callbacks=[recorder]
     )
     assert all(c[1] == {"v": (2, 4), "h": (2, 2)} for c in recorder.calls if c[0] == "batch")
     # the start is near uniform (-log 16 = -2.77), the best possible -log 2 = -0.69: close
-    # half of that gap (measured: cd closes 65% of it, pcd 76%)
+    # half of that gap (4.7 sd below PCD's mean over the seeds above, 11 below CD's)
     gap = -math.log(2) - start
     assert mean_ll(model, data) > start + 0.5 * gap
 

@@ -116,6 +116,7 @@ def test_sitewise_clamped_latents_follow_the_exact_conditional():
 
 
 def test_pcd_chains_do_not_depend_on_the_batch_size():
+    # shapes only: that the chains continue is test_pcd_chains_persist_across_batches
     recorder = Recorder()
     data = {"v": bars_and_stripes(3)}
     ebm.fit(ebm.RBM(9, 4), data, epochs=1, batch_size=5, n_chains=37, metrics=None, callbacks=[recorder])
@@ -124,7 +125,8 @@ def test_pcd_chains_do_not_depend_on_the_batch_size():
     assert all(b[2] == {"v": (37, 9), "h": (37, 4)} for b in batches)
 
 
-def test_cd_chains_start_at_the_batch():
+def test_cd_has_one_chain_per_batch_row():
+    # shapes only: that the chains start at the batch is test_cd_1_negatives_are_one_gibbs_sweep_from_the_batch
     recorder = Recorder()
     ebm.fit(
         ebm.RBM(9, 4),

@@ -29,3 +29,15 @@ def state_index(bits: torch.Tensor) -> torch.Tensor:
     """Integer index of each row of 0/1 ``bits`` (least significant bit first), as enumeration orders them."""
     powers = 2 ** torch.arange(bits.shape[-1], device=bits.device)
     return (bits.long() * powers).sum(-1)
+
+
+def z_threshold(n_tests: int, alpha: float = 1e-3) -> float:
+    """Two-sided Bonferroni z threshold: all ``n_tests`` pass with probability >= 1 - alpha."""
+    return torch.special.ndtri(torch.tensor(1 - alpha / (2 * n_tests), dtype=torch.float64)).item()
+
+
+def chi_square_two_sided_pvalue(statistic: float, df: int) -> float:
+    """Two-sided p-value of a chi-square(``df``) ``statistic``: twice the smaller tail."""
+    a = torch.tensor(df / 2, dtype=torch.float64)
+    x = torch.tensor(statistic / 2, dtype=torch.float64)
+    return min(1.0, 2 * min(torch.special.gammainc(a, x).item(), torch.special.gammaincc(a, x).item()))

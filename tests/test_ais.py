@@ -1,8 +1,9 @@
 """AIS against exact log Z, RAISE on the other side of the exact log-likelihood, the
 tempered path and the independent base model.
 
-Tolerances are multiples of the estimators' own standard errors (z = 3, two-sided 0.3 %
-per check); the seeds are fixed, so the tests are deterministic.
+Tolerances are multiples of the estimators' own standard errors: Z is the Bonferroni
+threshold over the default run's 11 z-checks, so a correct estimator fails a run with
+probability below 1e-3 on any seed (checked over 20 seed offsets).
 """
 
 import math
@@ -10,6 +11,7 @@ import math
 import pytest
 import torch
 from models import random_rbm
+from stattools import z_threshold
 
 import ebm
 import ebm.datasets
@@ -18,7 +20,7 @@ from ebm.evaluation.bounds import raise_log_likelihood
 from ebm.models import Independent, Tempered
 from ebm.models.tempered import mix
 
-Z = 3.0
+Z = z_threshold(11)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -114,14 +116,18 @@ def test_ais_matches_closed_form_log_z_of_a_gaussian_energy_with_mala():
     assert abs(float(estimate) - model.log_z()) < Z * estimate.stderr, (float(estimate), model.log_z(), estimate.stderr)
 
 
-def test_short_annealing_lands_on_both_sides_of_the_exact_log_likelihood():
-    # a short schedule on a strongly coupled RBM: the biases dominate the noise, RAISE
-    # falls below the exact value and forward AIS (log Z too low) above it
+def test_short_annealing_bounds_the_exact_log_likelihood_from_each_side():
+    # a short schedule on a strongly coupled RBM: RAISE may only fall below the exact value
+    # and forward AIS (log Z too low on average) only above it, each up to its noise. The
+    # biases do not dominate that noise (over 30 seeds the paired RAISE z ran from -4.1 to
+    # -1.0 and the AIS z from -1.9 to 1.7), so a bracket without noise would fail at random.
     rbm = random_rbm(12, 8, scale=1.5, seed=3)
     x = ebm.sample(rbm, ebm.Gibbs(), n_chains=600, n_steps=1, burn_in=300, seed=1).last["v"]
-    exact = ebm.log_likelihood(rbm, {"v": x[:200]}).mean().item()
+    exact = ebm.log_likelihood(rbm, {"v": x[:200]})
     short = ebm.log_likelihood_bounds(rbm, {"v": x[:200]}, n_betas=10, n_runs=50, base_data={"v": x[200:]})
-    assert short.lower < exact < short.upper
+    diff = short.lower_rows - exact
+    assert diff.mean().item() < Z * diff.std().item() / math.sqrt(diff.numel())
+    assert short.upper > exact.mean().item() - Z * short.upper_stderr
 
 
 def test_raise_and_ais_agree_with_the_exact_log_likelihood_on_a_long_schedule(fitted, digits):

@@ -72,7 +72,8 @@ def test_clamped_hidden_draws_match_exact_conditional():
     rbm = random_rbm(6, 4)
     V = all_states(6)[::5]  # 13 data rows
     chains = ebm.sample(rbm, ebm.Gibbs(), n_steps=4000, observed={"v": V}, seed=3)
-    assert torch.equal(chains["v"][0], V) and torch.equal(chains["v"][-1], V)
+    # chains["v"] is rebuilt from the input: the sampler's own final state is what can drift
+    assert torch.equal(chains.sampler_state.state["v"], V) and torch.equal(chains.last["v"], V)
     # h | v is redrawn exactly each step, so the draws are iid Bernoulli(p)
     p = rbm.conditional("h", {"v": V}).probs.detach()
     mean = chains["h"].mean(0)

@@ -50,7 +50,13 @@ def test_observed_blocks_never_change_and_data_is_not_mutated():
     chains = ebm.sample(rbm, ebm.Gibbs(), n_steps=30, observed={"v": data}, init={"h": torch.ones(7, 3).double()})
     assert chains.n_chains == 7 and chains.observed == {"v"}
     assert torch.equal(data, copy)
-    assert torch.equal(chains["v"], data.expand(30, 7, 5)) and torch.equal(chains.last["v"], data)
+    # chains["v"] is rebuilt from the input; the sampler's own state must keep the data, and
+    # the energy recorded at every step (of the state the sampler actually holds) must be
+    # the energy of the data with that step's h
+    assert torch.equal(chains.sampler_state.state["v"], data) and torch.equal(chains.last["v"], data)
+    with torch.no_grad():
+        clamped = rbm.energy({"v": data.expand(30, 7, 5).flatten(0, 1), "h": chains["h"].flatten(0, 1)})
+    torch.testing.assert_close(chains.energy, clamped.view(30, 7), rtol=0, atol=1e-12)
     assert chains["h"].std() > 0
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 from models import random_rbm
-from stattools import chi_square_pvalue, state_index
+from stattools import chi_square_pvalue, state_index, z_threshold
 
 import ebm
 import ebm.datasets
@@ -55,6 +55,35 @@ def test_pt_recovers_mode_weights_where_gibbs_is_stuck(bimodal):
     pt_up = (pt["s"][-1].sum(-1) > 0).double().mean().item()
     assert abs(gibbs_up - p_up) > 10 * se  # stuck
     assert abs(pt_up - p_up) < 4 * se, (pt_up, p_up)
+
+
+class TwoWells(ebm.EnergyModel):
+    """Equal mixture of N(−3, 0.5²) and N(3, 0.5²): a barrier of 18 nats between the modes."""
+
+    def __init__(self):
+        super().__init__(x=ebm.Real(1))
+
+    def energy(self, state):
+        x = state["x"][:, 0]
+        return -torch.logaddexp(-((x - 3) ** 2) / 0.5, -((x + 3) ** 2) / 0.5)
+
+
+@pytest.mark.parametrize(
+    ("inner", "n_steps"),
+    [(ebm.Langevin(0.3, adapt_step_size=False, adapt_mass=False), 800),
+     (ebm.HMC(0.3, 5, adapt_step_size=False, adapt_mass=False), 300)],
+    ids=["mala", "hmc"],
+)  # fmt: skip
+def test_pt_with_a_gradient_sampler_balances_two_wells(inner, n_steps):
+    # A swap moves states between replicas: the inner sampler's cached energy and gradient
+    # must follow them (without that refresh no chain ever reaches the right well).
+    n = 100
+    pt = ebm.ParallelTempering(inner, 6, beta_min=0.05)
+    chains = ebm.sample(TwoWells(), pt, n_steps=n_steps, init={"x": torch.full((n, 1), -3.0)}, seed=5)
+    # final states of independent chains: a binomial fraction, exactly 1/2 at equilibrium
+    right = (chains.sampler_state.state["x"][:, 0] > 0).double().mean().item()
+    z = (right - 0.5) / math.sqrt(0.25 / n)
+    assert abs(z) < z_threshold(1), (right, z)
 
 
 def test_swap_rates_are_recorded_per_pair(bimodal):

@@ -20,13 +20,11 @@ from ebm.samplers.gradient import Layout
 
 @dataclass
 class NUTSState(SamplerState):
-    """The chains plus one warmed-up Pyro kernel, parameter dict and divergence count per
-    chain, and the torch RNG state that Pyro's draws continue from (Pyro uses the global
-    generator)."""
+    """The chains plus one warmed-up Pyro kernel and divergence count per chain, and the
+    torch RNG state that Pyro's draws continue from (Pyro uses the global generator)."""
 
     layout: Layout | None = None
     kernels: list = field(default_factory=list)
-    params: list = field(default_factory=list)
     divergences: list = field(default_factory=list)
     rng_state: torch.Tensor | None = None
 
@@ -37,7 +35,10 @@ class NUTS(Sampler):
     ``init`` runs Pyro's own warm-up (``warmup_steps`` steps of step-size and diagonal mass
     adaptation) for every chain, so ``ebm.sample(model, ebm.NUTS(), n_chains=4,
     n_steps=1000)`` needs no ``burn_in``; any ``burn_in`` given adds untuned draws that are
-    discarded. The potential is ``model.energy`` with the other blocks held fixed.
+    discarded. The potential is ``model.energy`` with the other blocks held at their values
+    in the current state: it is rebuilt at every step, so inside ``ebm.Composite`` each step
+    draws from the conditional given the other blocks as they are now, and moves made from
+    outside (a tempering swap, a parameter update under PCD) are seen.
 
     Pyro draws from torch's global generator; to stay reproducible under ``ebm.sample``'s
     ``seed`` without disturbing the global stream, the kernels run on a private RNG state
@@ -94,7 +95,7 @@ class NUTS(Sampler):
             rng_state = torch.get_rng_state()
         new = torch.stack([p["x"] for p in params]).detach()
         zeros = [0] * len(kernels)
-        return NUTSState(layout.unflatten(new, state), observed, layout, kernels, params, zeros, rng_state)
+        return NUTSState(layout.unflatten(new, state), observed, layout, kernels, zeros, rng_state)
 
     @staticmethod
     def _potential(model, layout: Layout, state, row: int):
@@ -107,15 +108,22 @@ class NUTS(Sampler):
 
     def step(self, model, sampler_state, generator=None, adapt=False):
         s = sampler_state
+        position = s.layout.flatten(s.state).detach()
         params, counts = [], []
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(s.rng_state)
-            for kernel, p in zip(s.kernels, s.params, strict=True):
-                params.append(kernel.sample(p))
+            for i, kernel in enumerate(s.kernels):
+                # A kernel's potential closes over the other blocks, and Pyro caches the
+                # energy and gradient of its last draw: both would go stale when another
+                # part of a Composite, a tempering swap or a parameter update changed the
+                # state or the model, so both are redone from the current state.
+                kernel.potential_fn = self._potential(model, s.layout, s.state, i)
+                kernel.clear_cache()
+                params.append(kernel.sample({"x": position[i].clone()}))
                 counts.append(len(kernel.diagnostics()["divergences"]))
             rng_state = torch.get_rng_state()
         divergent = [now > before for now, before in zip(counts, s.divergences, strict=True)]
         position = torch.stack([p["x"] for p in params]).detach()
         info = {"divergent": torch.tensor(divergent, device=position.device)}
-        new = replace(s, state=s.layout.unflatten(position, s.state), params=params, divergences=counts, rng_state=rng_state)
+        new = replace(s, state=s.layout.unflatten(position, s.state), divergences=counts, rng_state=rng_state)
         return new, info

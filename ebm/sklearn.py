@@ -25,10 +25,10 @@ import warnings
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 try:
+    import scipy.sparse as sp
     from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
     from sklearn.utils import check_random_state
     from sklearn.utils._param_validation import Interval, StrOptions

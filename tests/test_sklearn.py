@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 import scipy.sparse as sp
+import torch
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -16,12 +17,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from ebm.model import DataWarning
-from ebm.sklearn import BernoulliRBM, GaussianRBM
+from ebm.sklearn import BernoulliRBM, GaussianRBM, MeanFieldRBM, _FusedEngine
+from ebm.training.objective import surrogate
 
 SMALL = {"n_components": 3, "n_iter": 2, "batch_size": 20, "random_state": 0}
 
 
-@parametrize_with_checks([BernoulliRBM(**SMALL), GaussianRBM(**SMALL)])
+@parametrize_with_checks([BernoulliRBM(**SMALL), BernoulliRBM(**SMALL, solver="trainer"), GaussianRBM(**SMALL)])
 def test_sklearn_estimator_checks(estimator, check):
     # the checks feed unscaled data: BernoulliRBM's [0, 1] warning is expected there
     with warnings.catch_warnings():
@@ -119,9 +121,10 @@ def test_values_outside_unit_interval_warn():
         BernoulliRBM(n_components=2, n_iter=1, random_state=0).fit(X * 3)
 
 
-def test_partial_fit_continues_the_chains_and_the_model():
+@pytest.mark.parametrize("solver", ["fused", "trainer"])
+def test_partial_fit_continues_the_chains_and_the_model(solver):
     X = binary_data()
-    model = BernoulliRBM(n_components=4, random_state=0)
+    model = BernoulliRBM(n_components=4, random_state=0, solver=solver)
     model.partial_fit(X)
     chains = model.h_samples_.copy()
     weights = model.components_.copy()
@@ -129,9 +132,10 @@ def test_partial_fit_continues_the_chains_and_the_model():
     assert len(model.history_) == 2
     assert not np.array_equal(model.components_, weights)
     # n_iter epochs of fit equal n_iter partial_fit calls: the chains carry over
-    once = BernoulliRBM(n_components=4, n_iter=2, random_state=0).fit(X)
+    once = BernoulliRBM(n_components=4, n_iter=2, random_state=0, solver=solver).fit(X)
     np.testing.assert_allclose(once.components_, model.components_, rtol=1e-12)
-    assert chains.shape == model.h_samples_.shape
+    # the persistent chains moved on (40 near-fair bits: equal with probability ~2^-40)
+    assert chains.shape == model.h_samples_.shape and not np.array_equal(chains, model.h_samples_)
 
 
 def test_pipeline_grid_search_clone_and_pickle():
@@ -149,3 +153,21 @@ def test_pipeline_grid_search_clone_and_pickle():
     restored = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_array_equal(restored.predict(X), fitted.predict(X))
     np.testing.assert_array_equal(restored.named_steps["rbm"].gibbs(X[:5]), fitted.named_steps["rbm"].gibbs(X[:5]))
+
+
+def test_fused_update_is_the_trainer_sgd_step():
+    """The fused solver's update is one SGD step on ebm.Trainer's surrogate (free energies of
+    the data and of the negatives, eq. 4)."""
+    g = torch.Generator().manual_seed(0)
+    model = MeanFieldRBM(6, 4, init_std=0.5, seed=0).double()
+    x = torch.rand(5, 6, generator=g, dtype=torch.float64)  # probabilities
+    v_neg = (torch.rand(3, 6, generator=g, dtype=torch.float64) < 0.5).double()
+    lr = 0.3
+    loss = surrogate(model, {"v": x}, {"v": v_neg}, free_energy_negatives=True)
+    grads = torch.autograd.grad(loss, [model.W, model.a, model.b])
+    expected = [(p - lr * grad).detach() for p, grad in zip([model.W, model.a, model.b], grads, strict=True)]
+    engine = _FusedEngine(model, BernoulliRBM(learning_rate=lr), seed=0)
+    with torch.no_grad():
+        engine.update(x, model.conditional("h", {"v": x}).probs, v_neg, model.conditional("h", {"v": v_neg}).probs)
+    for parameter, want in zip([model.W, model.a, model.b], expected, strict=True):
+        torch.testing.assert_close(parameter.detach(), want, rtol=1e-12, atol=1e-14)

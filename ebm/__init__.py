@@ -1,6 +1,7 @@
 """ebm: energy-based models trained with MCMC, in PyTorch."""
 
-from ebm import callbacks, diagnostics, plot
+from ebm import callbacks as callbacks  # ebm.callbacks.TensorBoard (documented under Training)
+from ebm import diagnostics, plot
 from ebm.chains import Chains, sample
 from ebm.evaluation.bounds import log_likelihood_bounds
 from ebm.evaluation.metrics import log_likelihood
@@ -43,7 +44,6 @@ __all__ = [
     "Real",
     "Spin",
     "Trainer",
-    "callbacks",
     "diagnostics",
     "fit",
     "load",

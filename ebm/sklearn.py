@@ -350,10 +350,12 @@ class GaussianRBM(_RBMEstimator):
     ``fit``/``partial_fit`` (``mean_``, ``scale_``), since the model assumes unit-scale data;
     ``gibbs`` returns, and ``log_likelihood`` is a density (nats) in, the original units.
 
+    Parameters ``n_components``, ``learning_rate``, ``batch_size``, ``n_iter``, ``verbose``,
+    ``random_state``, ``method``, ``k``, ``n_chains`` and ``device`` are those of
+    ``BernoulliRBM`` (``learning_rate`` defaults to 0.01: the Gaussian visible layer takes
+    smaller steps); training is always by ``ebm.Trainer`` (``trainer_``).
+
     Args:
-        n_components, learning_rate, batch_size, n_iter, verbose, random_state, method, k,
-        n_chains, device: as ``BernoulliRBM`` (``learning_rate`` defaults to 0.01: the
-            Gaussian visible layer takes smaller steps).
         sigma: initial per-unit sd of the visibles given the hiddens (standardised units).
         learn_sigma: learn ``log σ`` (True) or keep ``sigma`` fixed.
 

@@ -76,12 +76,14 @@ def as_ebm_model(rbm) -> MeanFieldRBM:
     return model
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run the comparison; returns ``{rbm: {"accuracy", "fit_time", "log_likelihood",
+    "pseudo_ll"}}``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2, help="fits of each RBM; the best time is printed")
     parser.add_argument("--n-betas", type=int, default=10_000, help="AIS intermediate distributions")
     parser.add_argument("--fast", action="store_true", help="a quick smoke run (not the gallery's numbers)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)  # 64x100 products gain nothing from threads
 
     X, y = datasets.load_digits(return_X_y=True)
@@ -112,15 +114,18 @@ def main() -> None:
     print(f"settings: {settings}, {len(X_train)} training and {len(X_test)} test rows, load average {load:.2f}")
     v_test = torch.from_numpy(np.asarray(X_test, np.float64))
     print(f"{'':14}{'accuracy':>10}{'fit time (s)':>14}{'test LL (AIS, nats)':>24}{'test PLL (exact)':>18}")
+    results = {}
     for name, pipe in fitted.items():
         accuracy = pipe.score(X_test, y_test)
         model = as_ebm_model(pipe.named_steps["rbm"])
         log_z = ebm.log_partition(model, method="ais", n_betas=n_betas, n_runs=100, seed=0, data={"v": v_test})
         ll = ebm.log_likelihood(model, {"v": v_test}, log_z=log_z).mean().item()
         pll = ebm.evaluation.pseudo.pseudo_log_likelihood(model, {"v": v_test}).mean().item()
+        results[name] = {"accuracy": accuracy, "fit_time": min(times[name]), "log_likelihood": ll, "pseudo_ll": pll}
         print(f"{name:16}{accuracy:>10.4f}{min(times[name]):>14.2f}{ll:>15.2f} ± {log_z.stderr:<6.2f}{pll:>18.2f}")
     for name in ("ebm", "ebm, Trainer"):
         print(f"{name} fit time / scikit-learn fit time: {min(times[name]) / min(times['scikit-learn']):.2f}")
+    return results
 
 
 if __name__ == "__main__":

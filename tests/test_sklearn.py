@@ -171,3 +171,19 @@ def test_fused_update_is_the_trainer_sgd_step():
         engine.update(x, model.conditional("h", {"v": x}).probs, v_neg, model.conditional("h", {"v": v_neg}).probs)
     for parameter, want in zip([model.W, model.a, model.b], expected, strict=True):
         torch.testing.assert_close(parameter.detach(), want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_gallery_pipeline_example_fast():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "sklearn_pipeline.py"
+    spec = importlib.util.spec_from_file_location("sklearn_pipeline", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = example.main(["--fast", "--repeats", "1"])
+    assert set(results) == {"scikit-learn", "ebm", "ebm, Trainer"}
+    for numbers in results.values():
+        assert numbers["accuracy"] > 0.5  # ten classes: chance is 0.1
+        assert -40 < numbers["log_likelihood"] < numbers["pseudo_ll"] + 20 and numbers["pseudo_ll"] < 0

@@ -357,7 +357,9 @@ class GaussianRBM(_RBMEstimator):
 
     Args:
         sigma: initial per-unit sd of the visibles given the hiddens (standardised units).
-        learn_sigma: learn ``log σ`` (True) or keep ``sigma`` fixed.
+        learn_sigma: learn ``log σ`` (True) or keep ``sigma`` fixed (the default: under plain
+            SGD a rare large standardised value, such as a pixel that is almost always 0,
+            throws ``log σ`` far; on the 8x8 digits one unit reached σ = e^55).
 
     Fitted attributes: as ``BernoulliRBM`` plus ``sigma_`` ``(n_features,)``, ``mean_`` and
     ``scale_``; the weights and biases act on standardised features.
@@ -383,7 +385,7 @@ class GaussianRBM(_RBMEstimator):
         n_chains: int | None = None,
         device: str | torch.device = "cpu",
         sigma: float = 0.5,
-        learn_sigma: bool = True,
+        learn_sigma: bool = False,
     ):
         self.n_components = n_components
         self.learning_rate = learning_rate

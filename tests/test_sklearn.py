@@ -87,12 +87,15 @@ def test_exact_log_likelihood_is_normalised():
     assert total == pytest.approx(1.0, abs=1e-10)
 
 
-def test_gaussian_log_likelihood_is_a_density_in_the_original_units():
+@pytest.mark.parametrize("learn_sigma", [False, True])
+def test_gaussian_log_likelihood_is_a_density_in_the_original_units(learn_sigma):
     rng = np.random.default_rng(0)
     X = rng.normal(3.0, 4.0, size=(300, 1))
-    model = GaussianRBM(n_components=3, n_iter=5, random_state=0).fit(X)
+    model = GaussianRBM(n_components=3, n_iter=5, random_state=0, learn_sigma=learn_sigma).fit(X)
     grid = np.linspace(3 - 60, 3 + 60, 40001)[:, None]
-    density = np.exp(model.log_likelihood(grid))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # the grid reaches 15 sd out, on purpose
+        density = np.exp(model.log_likelihood(grid))
     assert np.trapezoid(density, grid[:, 0]) == pytest.approx(1.0, abs=1e-6)
 
 

@@ -157,6 +157,8 @@ class _RBMEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         return self._to_model_space(v)
 
     def _start(self, X) -> None:
+        for stale in ("trainer_", "h_samples_"):  # from an earlier fit with another solver or method
+            self.__dict__.pop(stale, None)
         self._dtype = X.dtype
         self._set_statistics(X)
         self.random_state_ = check_random_state(self.random_state)

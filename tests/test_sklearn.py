@@ -118,6 +118,14 @@ def test_sparse_and_float32_inputs():
     assert single.model_.dtype.is_floating_point and str(single.model_.dtype) == "torch.float32"
 
 
+def test_refit_with_other_solver_and_method_drops_their_attributes():
+    X = binary_data()
+    model = BernoulliRBM(n_components=3, n_iter=1, random_state=0, solver="trainer").fit(X)
+    assert hasattr(model, "trainer_") and hasattr(model, "h_samples_")
+    model.set_params(solver="fused", method="cd").fit(X)
+    assert not hasattr(model, "trainer_") and not hasattr(model, "h_samples_")
+
+
 def test_values_outside_unit_interval_warn():
     X = binary_data()
     with pytest.warns(DataWarning, match=r"values in \[0, 1\].*minmax_scale"):

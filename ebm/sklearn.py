@@ -110,6 +110,12 @@ class _RBMEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstim
         "device": [str, torch.device],
     }
 
+    def _store(self, arguments: dict) -> None:
+        """Keep each constructor argument as it is, under its name (scikit-learn's convention)."""
+        for name, value in arguments.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
+
     # ------------------------------------------------------------------ to implement
     def _make_model(self, n_features: int, seed: int) -> EnergyModel:
         raise NotImplementedError
@@ -299,17 +305,7 @@ class BernoulliRBM(_RBMEstimator):
         device: str | torch.device = "cpu",
         solver: str = "fused",
     ):
-        self.n_components = n_components
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.n_iter = n_iter
-        self.verbose = verbose
-        self.random_state = random_state
-        self.method = method
-        self.k = k
-        self.n_chains = n_chains
-        self.device = device
-        self.solver = solver
+        self._store(locals())
 
     _parameter_constraints: dict = {  # noqa: RUF012
         **_RBMEstimator._parameter_constraints,
@@ -389,18 +385,7 @@ class GaussianRBM(_RBMEstimator):
         sigma: float = 0.5,
         learn_sigma: bool = False,
     ):
-        self.n_components = n_components
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.n_iter = n_iter
-        self.verbose = verbose
-        self.random_state = random_state
-        self.method = method
-        self.k = k
-        self.n_chains = n_chains
-        self.device = device
-        self.sigma = sigma
-        self.learn_sigma = learn_sigma
+        self._store(locals())
 
     def _make_model(self, n_features: int, seed: int) -> EnergyModel:
         return _GaussianModel(n_features, self.n_components, sigma=self.sigma, learn_sigma=self.learn_sigma, seed=seed)

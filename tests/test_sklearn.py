@@ -103,7 +103,8 @@ def test_ais_log_likelihood_matches_exact():
     X = binary_data(d=10)
     model = BernoulliRBM(n_components=4, n_iter=5, random_state=0).fit(X)
     exact = model.log_likelihood(X).mean()
-    ais = model.log_likelihood(X, method="ais", n_betas=2000, n_runs=200, seed=0).mean()
+    # over 30 seeds AIS's error had sd 0.013 nats: 0.05 is 3.9 sd
+    ais = model.log_likelihood(X, method="ais", n_betas=1000, n_runs=200, seed=0).mean()
     assert ais == pytest.approx(exact, abs=0.05)
 
 

@@ -1,5 +1,6 @@
 """ebm: energy-based models trained with MCMC, in PyTorch."""
 
+from ebm import callbacks as callbacks  # ebm.callbacks.TensorBoard (documented under Training)
 from ebm import diagnostics, plot
 from ebm.chains import Chains, sample
 from ebm.evaluation.bounds import log_likelihood_bounds
@@ -52,3 +53,12 @@ __all__ = [
     "plot",
     "sample",
 ]
+
+
+def __getattr__(name: str):
+    # ebm.sklearn needs scikit-learn, an optional extra: import it on first use, not with ebm
+    if name == "sklearn":
+        import importlib
+
+        return importlib.import_module("ebm.sklearn")
+    raise AttributeError(f"module 'ebm' has no attribute {name!r}")

@@ -290,6 +290,7 @@ def train_run(
     seed: int,
     metrics="auto",
     resume: bool = False,
+    tensorboard: Path | None = None,
 ) -> History:
     """Train ``model`` into the run directory ``out`` (prepared by ``prepare_run_directory``)
     and write model, history and settings."""
@@ -299,6 +300,13 @@ def train_run(
     callbacks = [EpochPrinter(epochs)]
     if isinstance(model, ebm.CenteredRBM):
         callbacks.insert(0, ebm.Centering())
+    if tensorboard is not None:
+        from ebm.callbacks import TensorBoard
+
+        try:
+            callbacks.append(TensorBoard(tensorboard))
+        except ImportError as err:  # the optional tensorboard package is missing
+            raise CommandError(str(err)) from None
     _write_json(settings, out / RUN_FILE)
     history = ebm.fit(
         model,
@@ -346,6 +354,7 @@ def cmd_train(args) -> None:
         n_chains=args.chains,
         seed=args.seed,
         resume=args.resume,
+        tensorboard=args.tensorboard,
     )
     print(f"wrote {MODEL_FILE}, {HISTORY_FILE} and {RUN_FILE} to {args.out}")
 
@@ -572,6 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", help="folder of the MNIST IDX files (default: $EBM_DATA/mnist or the cache)")
     train.add_argument("--binarize", choices=("threshold", "stochastic"), default="threshold", help="MNIST binarization")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    train.add_argument("--tensorboard", type=Path, metavar="DIR", help="log metrics, samples and filters for TensorBoard")
     train.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run in --out (deletes the files ebm wrote there)"
     )

@@ -29,7 +29,11 @@ AREAS = [
     ("other", "Other", ("ebm",)),
 ]
 # Documented beside the public names though not exported: what public calls return or need.
-EXTRA = {"sampling": ["ebm.summary.Summary"], "datasets": ["ebm.datasets"]}
+EXTRA = {
+    "sampling": ["ebm.summary.Summary"],
+    "datasets": ["ebm.datasets"],
+    "training": ["ebm.callbacks.TensorBoard", "ebm.sklearn.BernoulliRBM", "ebm.sklearn.GaussianRBM"],
+}
 
 
 def public_names(init: Path = ROOT / "ebm" / "__init__.py") -> list[tuple[str, str]]:

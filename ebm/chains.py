@@ -163,8 +163,8 @@ def _prepare_state(
     init: Mapping[str, torch.Tensor] | None,
     generator: torch.Generator,
 ) -> tuple[State, frozenset[str]]:
-    observed = dict(observed or {})
-    init = dict(init or {})
+    observed = model.as_state(observed or {}, what="observed")
+    init = model.as_state(init or {}, what="init")
     obs_names = frozenset(observed)
     for name, x in list(observed.items()):
         domain = model.variables.get(name)

@@ -32,6 +32,7 @@ import ebm
 from ebm import plot
 from ebm.chains import Chains
 from ebm.datasets import TOY2D, bars_and_stripes, digits, mnist, toy2d
+from ebm.devices import check_device
 from ebm.io import atomic_save, remove_stale_temporaries
 from ebm.serialization import read_record, seal, verify
 from ebm.training.trainer import History, TrainingInterrupted
@@ -101,12 +102,9 @@ positive_float = _number(float, 0.0, False)
 
 def _device(name: str) -> torch.device:
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CommandError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    return device
+        return check_device(name, "--device")
+    except ValueError as error:
+        raise CommandError(str(error)) from None
 
 
 # ------------------------------------------------------------------ data and run files

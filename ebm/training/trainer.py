@@ -397,6 +397,11 @@ class Trainer:
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint at {path}")
         state = read_record(path, "training checkpoint", map_location=self.model.device)
+        if "ebm_model" in state:
+            raise ValueError(
+                f"{path} is a model file, not a training checkpoint: to train it further, load it with "
+                f"ebm.load and call fit without resume (init_bias=False keeps its biases)"
+            )
         if "ebm_checkpoint" not in state:
             raise ValueError(f"{path} is not an ebm training checkpoint")
         if state["ebm_checkpoint"] != CHECKPOINT_FORMAT:
@@ -465,6 +470,7 @@ class Trainer:
     def _check_data(self, data, what: str) -> tuple[dict[str, torch.Tensor], int]:
         if not isinstance(data, Mapping) or not data:
             raise ValueError(f"{what} must be a non-empty dict of block name -> tensor, e.g. {{'v': X}}")
+        data = self.model.as_state(data, what=what)
         n = self.model.check_state(data, blocks=[k for k in self.model.variables if k in data], what=what)
         if n < 1:
             raise ValueError(f"{what} has no rows")
@@ -760,11 +766,12 @@ class Trainer:
     def _plan_evaluation(self, epoch: int, spent: float, trained: float, metrics, sets, evaluation_sets) -> None:
         """Schedule the next evaluation: ``evaluate_every`` epochs on, or with ``"auto"`` the
         fewest epochs on that keep evaluation under ``AUTO_EVAL_FRACTION`` of the run, as
-        measured on this epoch (spent / (k * trained + spent) <= fraction)."""
+        measured on this epoch (spent / (k * trained + spent) <= 3/4 of it, so that the
+        evaluations of the first and the last epoch fit too)."""
         if self.evaluate_every != "auto":
             self._next_evaluation = epoch + self.evaluate_every
             return
-        f = AUTO_EVAL_FRACTION
+        f = 0.75 * AUTO_EVAL_FRACTION  # leaves room for the first and the last evaluation
         every = 1 if spent < AUTO_EVAL_SECONDS else max(1, math.ceil(spent * (1 - f) / (f * max(trained, 1e-9))))
         self._next_evaluation = epoch + every
         description = self._describe_evaluation(metrics, sets, evaluation_sets)

@@ -45,7 +45,7 @@ from ebm.samplers.base import Sampler
 from ebm.samplers.gibbs import Gibbs
 from ebm.serialization import from_plain, read_record, seal, to_plain, verify
 from ebm.training.negatives import NegativePhase, negative_phase
-from ebm.training.objective import data_phase, surrogate, uses_free_energy
+from ebm.training.objective import data_phase, phase_energy, surrogate, uses_free_energy
 
 #: ``metrics="auto"`` computes the exact log-likelihood when log Z enumerates at most this many states
 AUTO_EXACT_STATES = 2**20
@@ -69,6 +69,10 @@ CHECKPOINT_SECONDS = 60.0
 RUNAWAY_FACTOR = 1e4
 #: format of the checkpoint files (1: pickled sampler states, no longer read)
 CHECKPOINT_FORMAT = 2
+
+
+#: how ``_nan_source`` ends when the parameters are finite and the energy itself is not
+ENERGY_AT_FINITE_PARAMETERS = ", with finite parameters"
 
 
 class TrainingDiverged(FloatingPointError):
@@ -147,7 +151,8 @@ class Trainer:
         k: sampler steps per batch in the model phase (and, when the data phase must sample
             latent blocks, there too unless ``k_data`` is given).
         n_chains: number of persistent/replay chains (CD uses one chain per batch row).
-        batch_size: data rows per optimizer step.
+        batch_size: data rows per optimizer step; the last batch of an epoch holds what is
+            left. Larger than the data, every epoch is one step on all rows (this warns).
         optimizer: ``None`` (the default, Adam), ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum
             0.9), a ``torch.optim`` class (called as ``cls(params, lr=lr,
             weight_decay=weight_decay)``) or an optimizer instance over the model's parameters.
@@ -279,7 +284,7 @@ class Trainer:
         self.stop_training = False
         self._last_checkpoint: str | None = None  # where the last checkpoint written stands
         self._position: dict | None = None  # mid-epoch progress to checkpoint or resume from
-        self._next_evaluation = 1  # the next epoch whose metrics are computed
+        self._next_evaluation = 1 if evaluate_every == "auto" else evaluate_every  # the next epoch evaluated
         self._signal: int | None = None  # SIGTERM/SIGINT received during fit
         self._epochs: int | None = None  # the total of the current fit
         self._scale: float | None = None  # parameter and data magnitude at the start of training
@@ -484,10 +489,39 @@ class Trainer:
             where = f"no checkpoint had been written yet to {self.checkpoint}"
         else:
             where = "no checkpoint was requested (pass checkpoint=path)"
-        return TrainingDiverged(
-            f"training diverged in epoch {epoch}, batch {batch}: {what} "
-            f"(lr={lr:g}; try a smaller lr, clip_grad, weight_decay or energy_l2); {where}"
-        )
+        if what.endswith(ENERGY_AT_FINITE_PARAMETERS):
+            advice = "fix the energy for those states"  # no optimizer setting helps
+        else:
+            advice = f"lr={lr:g}; try a smaller lr, clip_grad, weight_decay or energy_l2"
+        return TrainingDiverged(f"training diverged in epoch {epoch}, batch {batch}: {what} ({advice}); {where}")
+
+    def _nan_source(self, data: Mapping[str, torch.Tensor], order: torch.Tensor, first: int) -> str:
+        """What made the loss of batch ``first`` NaN or inf, as far as the model now shows:
+        the parameters that are no longer finite, else the phase (the batch's data rows, the
+        persistent chains) whose energies are not finite, with the blocks of those states."""
+        model = self.model
+        broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if broken:
+            return f"the energies became NaN or inf, and then the parameters {broken}"
+        rows = order[(first - 1) * self.batch_size : first * self.batch_size]
+        phases = {f"the data rows of batch {first} (data phase)": {k: x[rows] for k, x in data.items()}}
+        chains = getattr(self.negatives, "chains", None)
+        if chains is not None:
+            phases["the persistent chains (model phase)"] = chains
+        found = []
+        with torch.no_grad():
+            for name, state in phases.items():
+                try:
+                    energy = phase_energy(model, state)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    continue  # latents that only sampling gives: this phase cannot be rechecked
+                bad = int((~torch.isfinite(energy)).sum())
+                if bad:
+                    blocks = ", ".join(f"'{k}'" for k in state)
+                    found.append(f"{bad} of {energy.numel()} states of {name}, blocks {blocks}")
+        if not found:
+            return "the energies became NaN or inf"
+        return f"{type(model).__name__}'s energy is NaN or inf at " + " and at ".join(found) + ENERGY_AT_FINITE_PARAMETERS
 
     def _start_scale(self, data: Mapping[str, torch.Tensor]) -> float:
         """The magnitude training starts from: 1, the largest parameter and the largest
@@ -636,7 +670,7 @@ class Trainer:
                             # a model or sampler may reject NaN before our per-epoch check sees it
                             first = self._first_bad(losses, b)
                             if first is not None:
-                                raise self._diverged(epoch, first) from error
+                                raise self._diverged(epoch, first, self._nan_source(data, order, first)) from error
                             self._check_runaway(epoch, sizes[:b])
                             raise
                         losses[b] = loss
@@ -646,7 +680,7 @@ class Trainer:
                         bar.update()
                         if b + 1 < n_batches and self._mid_epoch_checkpoint_due(b + 1, last_saved):
                             # the epoch's order and losses so far let a resumed run finish it exactly
-                            self._check_batches(epoch, losses, sizes, b + 1)
+                            self._check_batches(epoch, losses, sizes, b + 1, data, order)
                             now = time.perf_counter()
                             self._position = {
                                 "batch": b + 1,
@@ -662,7 +696,7 @@ class Trainer:
                             last_saved = now
                             if self._signal is not None:
                                 raise self._interrupted()
-                    self._check_batches(epoch, losses, sizes, n_batches)
+                    self._check_batches(epoch, losses, sizes, n_batches, data, order)
                     if not all(torch.isfinite(p).all() for p in model.parameters()):
                         raise self._diverged(epoch, n_batches, "the parameters became NaN or inf")
                     if self.scheduler is not None:
@@ -698,12 +732,12 @@ class Trainer:
             return True
         return self.checkpoint_seconds is not None and time.perf_counter() - last_saved >= self.checkpoint_seconds
 
-    def _check_batches(self, epoch: int, losses: torch.Tensor, sizes: torch.Tensor, done: int) -> None:
+    def _check_batches(self, epoch: int, losses, sizes, done: int, data, order) -> None:
         """Raise ``TrainingDiverged`` when one of the first ``done`` batches of the epoch
         diverged (one host sync)."""
         first = self._first_bad(losses, done)
         if first is not None:
-            raise self._diverged(epoch, first)
+            raise self._diverged(epoch, first, self._nan_source(data, order, first))
         self._check_runaway(epoch, sizes[:done])
 
     def _catching_signals(self):

@@ -189,3 +189,27 @@ def test_killed_runs_resume_bit_for_bit(tmp_path):
     for name, value in expected["model"].items():
         assert torch.equal(got["model"][name], value), name
     assert got["loss"] == expected["loss"] and got["ll"] == expected["ll"]
+
+
+@pytest.mark.slow
+def test_ebm_train_preempted_by_sigterm_resumes_bit_for_bit(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "ebm.cli", "train", "--dataset", "digits", "--hidden", "8", "--epochs", "8"]
+    subprocess.run([*command, "--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
+
+    process = subprocess.Popen(
+        [*command, "--out", str(tmp_path / "run")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for line in process.stdout:
+        if line.startswith("epoch 1/"):
+            process.send_signal(signal.SIGTERM)
+            break
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM" in err and "--resume" in err and len(err.strip().splitlines()) == 1
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] < 8
+    subprocess.run([*command, "--out", str(tmp_path / "run"), "--resume"], env=env, check=True, capture_output=True)
+    whole, resumed = ebm.load(tmp_path / "whole" / "model.pt"), ebm.load(tmp_path / "run" / "model.pt")
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name

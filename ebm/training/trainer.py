@@ -69,8 +69,6 @@ CHECKPOINT_SECONDS = 60.0
 RUNAWAY_FACTOR = 1e4
 #: format of the checkpoint files (1: pickled sampler states, no longer read)
 CHECKPOINT_FORMAT = 2
-
-
 #: how ``_nan_source`` ends when the parameters are finite and the energy itself is not
 ENERGY_AT_FINITE_PARAMETERS = ", with finite parameters"
 
@@ -81,9 +79,10 @@ class TrainingDiverged(FloatingPointError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """SIGTERM or SIGINT arrived during ``fit``: the batch in progress was finished, a
-    checkpoint written (when ``checkpoint`` is set) and training stopped. ``signal`` is the
-    signal's number; resume with ``fit(..., resume=checkpoint)``."""
+    """SIGTERM or SIGINT arrived during ``fit`` with a ``checkpoint`` set: the batch in
+    progress was finished, the checkpoint written and training stopped. ``signal`` is the
+    signal's number; resume with ``fit(..., resume=checkpoint)``. (Without a checkpoint the
+    signals keep their usual effect.)"""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
@@ -578,6 +577,8 @@ class Trainer:
         Raises:
             TrainingDiverged: energies or parameters became NaN/inf, or a parameter grew past
                 ``runaway_factor`` times its scale at the start; names the epoch and batch.
+            TrainingInterrupted: SIGTERM or SIGINT arrived (with ``checkpoint`` set); the
+                checkpoint holds where training stopped.
             ValueError: ``resume`` is not a readable, intact ebm checkpoint of this run.
             TypeError: ``checkpoint`` is set and the sampler's state cannot be stored safely.
         """

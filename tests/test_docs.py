@@ -90,6 +90,17 @@ def program(page: Path) -> str:
     return "\n".join(parts)
 
 
+def run_timed(command: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    """Run ``command`` on one thread; its CPU seconds (user + system) and result. Fails on
+    its errors."""
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=10 * PAGE_SECONDS)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), result
+
+
 RUNNABLE = [page for page in PAGES if any(not listed(FRAGMENTS, page, first) for first, _ in blocks(page))]
 
 
@@ -120,14 +131,7 @@ def test_page_runs_quickly_with_mixed_chains(page, tmp_path):
     (R-hat <= 1.01) unless the page says why not."""
     script = tmp_path / "page.py"
     script.write_text(program(page))
-    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=10 * PAGE_SECONDS
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    assert result.returncode == 0, result.stderr[-3000:]
-    seconds = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    seconds, result = run_timed([sys.executable, str(script)], tmp_path)
     assert seconds <= PAGE_SECONDS, f"{page.name} took {seconds:.0f} CPU seconds, over {PAGE_SECONDS}"
     outputs = {}
     for stream in (result.stdout, result.stderr):
@@ -137,3 +141,14 @@ def test_page_runs_quickly_with_mixed_chains(page, tmp_path):
     for i, (first, _) in enumerate(blocks(page)):
         if i in outputs and not listed(UNMIXED, page, first):
             assert not any(flag in outputs[i] for flag in NOT_MIXED), f"block {i} ({first!r}):\n{outputs[i][-3000:]}"
+
+
+#: examples whose full run (not --fast) the docs point to; rbm_mnist.py needs the MNIST files
+EXAMPLES = ["continuous_2d", "ising", "latent_gaussian", "rbm_digits"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_runs_within_the_page_limit(name, tmp_path):
+    seconds, _ = run_timed([sys.executable, str(ROOT / "examples" / f"{name}.py"), "--out", str(tmp_path)], tmp_path)
+    assert seconds <= PAGE_SECONDS, f"examples/{name}.py took {seconds:.0f} CPU seconds, over {PAGE_SECONDS}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 
 import torch
@@ -163,8 +164,8 @@ def _prepare_state(
     init: Mapping[str, torch.Tensor] | None,
     generator: torch.Generator,
 ) -> tuple[State, frozenset[str]]:
-    observed = dict(observed or {})
-    init = dict(init or {})
+    observed = model.as_state(observed or {}, what="observed")
+    init = model.as_state(init or {}, what="init")
     obs_names = frozenset(observed)
     for name, x in list(observed.items()):
         domain = model.variables.get(name)
@@ -245,8 +246,12 @@ def sample(
         n_chains: number of chains (one per row of ``observed`` data when that is given).
         n_steps: steps after burn-in; every ``thin``-th is recorded (``n_steps // thin`` draws).
         burn_in: steps before recording; adaptive samplers tune themselves during these, on a
-            schedule sized to ``burn_in`` (``Sampler.start_adaptation``). 0: no tuning.
-        thin: record every ``thin``-th step.
+            schedule sized to ``burn_in`` (``Sampler.start_adaptation``). 0: no tuning. The
+            two add up: a run takes ``burn_in + n_steps`` steps, so a burn-in longer than
+            ``n_steps`` is fine (``n_steps=1`` after a long burn-in gives one draw per chain);
+            ``n_steps=0`` only tunes (``chains.sampler_state``).
+        thin: record every ``thin``-th step; ``n_steps`` between 1 and ``thin - 1`` would
+            record nothing and warns.
         observed: ``{name: (n, *shape)}`` blocks clamped to data (a single unbatched
             observation is shared by all chains); all other blocks are sampled.
         init: initial states of (some) non-observed blocks, e.g. ``chains.last``; the rest
@@ -268,6 +273,13 @@ def sample(
     for label, value, low in (("n_steps", n_steps, 0), ("burn_in", burn_in, 0), ("thin", thin, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
+    if 0 < n_steps < thin:
+        warnings.warn(
+            f"n_steps={n_steps} with thin={thin} records no draws: every thin-th of the n_steps steps after "
+            f"burn-in is recorded; raise n_steps to a multiple of thin",
+            UserWarning,
+            stacklevel=2,
+        )
     generator = generator or _make_generator(seed, model.device)
     carried = None
     if isinstance(init, Chains):

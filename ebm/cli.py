@@ -32,9 +32,10 @@ import ebm
 from ebm import plot
 from ebm.chains import Chains
 from ebm.datasets import TOY2D, bars_and_stripes, digits, mnist, toy2d
+from ebm.devices import check_device
 from ebm.io import atomic_save, remove_stale_temporaries
 from ebm.serialization import read_record, seal, verify
-from ebm.training.trainer import History
+from ebm.training.trainer import History, TrainingInterrupted
 
 DATASETS = ("digits", "mnist", "bars-and-stripes", *TOY2D)
 MODELS = {"rbm": ebm.RBM, "centered-rbm": ebm.CenteredRBM, "gaussian-rbm": ebm.GaussianRBM}
@@ -101,12 +102,9 @@ positive_float = _number(float, 0.0, False)
 
 def _device(name: str) -> torch.device:
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CommandError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    return device
+        return check_device(name, "--device")
+    except ValueError as error:
+        raise CommandError(str(error)) from None
 
 
 # ------------------------------------------------------------------ data and run files
@@ -237,8 +235,12 @@ class EpochPrinter:
 
     def __init__(self, epochs: int, stream=None):
         self.epochs, self.stream = epochs, stream or sys.stdout
+        self.evaluation = ""  # the trainer's evaluation plan, printed whenever it changes
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
+        if trainer.evaluation != self.evaluation:
+            self.evaluation = trainer.evaluation
+            print(f"({self.evaluation})", file=self.stream, flush=True)
         keys = [k for k in _METRIC_LABELS if k in metrics]
         if "log_likelihood" in metrics:
             keys = [k for k in keys if "pseudo_ll" not in k]
@@ -625,6 +627,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         one_line = " ".join(str(message).split())
         print(f"ebm {args.command}: error: {one_line}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stop:
+        # preempted (SIGTERM) or interrupted: the checkpoint is written; --resume continues
+        print(f"ebm {args.command}: {stop}; run it again with --resume", file=sys.stderr)
+        return 128 + stop.signal
     except KeyboardInterrupt:
         print(f"ebm {args.command}: interrupted", file=sys.stderr)
         return 130

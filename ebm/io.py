@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ebm.devices import check_device
 from ebm.serialization import importable_class, read_record, seal, verify
 
 
@@ -97,9 +98,20 @@ def load(path, map_location=None):
     Raises:
         FileNotFoundError: no file at ``path``.
         ValueError: one line naming ``path``: empty, truncated, corrupted (checksum),
-            unsafe, not an ebm model, or a class that cannot be imported.
+            unsafe, not an ebm model (a training checkpoint or a chains file is named as
+            such, with what to call instead), or a class that cannot be imported; or
+            ``map_location`` is a device that does not exist here.
     """
+    if map_location is not None:
+        map_location = check_device(map_location, "map_location")
     record = read_record(path, "model file saved by ebm")
+    if "ebm_checkpoint" in record:
+        raise ValueError(
+            f"{path} is a training checkpoint, not a model file: continue training with ebm.fit(..., resume={str(path)!r}) "
+            f"(ebm train --resume), or load the model that training saved (model.pt in an ebm train run)"
+        )
+    if "ebm_chains" in record:
+        raise ValueError(f"{path} holds chains written by ebm sample, not a model: load the model file (model.pt)")
     if "ebm_model" not in record:
         raise ValueError(f"{path} is not a model saved by ebm (no 'ebm_model' record)")
     verify(record, path)

@@ -12,9 +12,11 @@ import inspect
 import warnings
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
+from ebm.devices import check_device
 from ebm.variables import Domain
 
 State = dict[str, torch.Tensor]
@@ -128,6 +130,18 @@ class EnergyModel(nn.Module):
             return t.device
         return torch.device("cpu")
 
+    def to(self, *args, **kwargs):
+        """``nn.Module.to``, with a device that does not exist here refused by one
+        ``ValueError`` naming the devices available."""
+        for arg in (*args, kwargs.get("device")):
+            if isinstance(arg, str | torch.device):
+                check_device(arg)
+        return super().to(*args, **kwargs)
+
+    def cuda(self, device=None):
+        check_device(torch.device("cuda", device) if isinstance(device, int) else device or "cuda")
+        return super().cuda(device)
+
     def _tensors(self) -> Iterable[torch.Tensor]:
         yield from self.parameters()
         yield from self.buffers()
@@ -136,6 +150,38 @@ class EnergyModel(nn.Module):
         """A random state of ``n`` chains for ``blocks`` (all by default), in the model's dtype/device."""
         names = list(self._variables) if blocks is None else list(blocks)
         return {k: self._variables[k].random(n, generator=generator, dtype=self.dtype, device=self.device) for k in names}
+
+    def as_state(self, state: Mapping, *, what: str = "state") -> State:
+        """``state`` with its NumPy arrays made tensors (on the model's device) and its bool,
+        integer and float64 blocks cast to the model's dtype, where every value survives the
+        cast exactly; other blocks are passed through as they are, for ``check_state``.
+
+        Call it once where data enters the public API (``fit``, ``sample``'s ``observed``
+        and ``init``, the evaluators), never in a step loop: the exactness check reads the
+        values.
+
+        Raises:
+            TypeError: a block's values cannot be held exactly in the model's dtype (e.g.
+                float64 values with more digits than float32 keeps), naming the block.
+        """
+        if not isinstance(state, Mapping):
+            return state
+        dtype, out = self.dtype, {}
+        for name, x in state.items():
+            if isinstance(x, np.ndarray):
+                if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+                    raise TypeError(f"{what} block '{name}' is a NumPy array of {x.dtype}; give numbers")
+                x = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            if isinstance(x, torch.Tensor) and x.dtype != dtype and not x.is_complex():
+                cast = x.to(dtype)
+                if x.dtype != torch.bool and not torch.allclose(cast.to(x.dtype), x, rtol=0, atol=0, equal_nan=True):
+                    raise TypeError(
+                        f"{what} block '{name}' has {x.dtype} values that {dtype} cannot hold exactly; "
+                        f"convert it yourself with .to({dtype}) (or build the model in {x.dtype})"
+                    )
+                x = cast
+            out[name] = x
+        return out
 
     def check_state(
         self,

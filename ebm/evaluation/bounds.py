@@ -82,6 +82,7 @@ def raise_log_likelihood(
     """
     if not isinstance(data, Mapping) or not data:
         raise ValueError("data must be a non-empty dict of block name -> tensor, e.g. {'v': X}")
+    data = model.as_state(data, what="data")
     n = model.check_state(data, blocks=[k for k in model.variables if k in data], what="data")
     if not isinstance(n_runs, int) or n_runs < 1:
         raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")
@@ -175,6 +176,7 @@ def log_likelihood_bounds(
     Returns:
         ``LikelihoodBounds``; ``str()`` of it reads as an interval.
     """
+    data = model.as_state(data, what="data")
     base = default_base(model, base, base_data)
     if log_z is None:
         log_z = log_partition(

@@ -58,6 +58,7 @@ def log_likelihood(
     """
     if not isinstance(data, Mapping) or not data:
         raise ValueError("data must be a non-empty dict of block name -> tensor, e.g. {'v': X}")
+    data = model.as_state(data, what="data")
     n = model.check_state(data, blocks=[k for k in model.variables if k in data], what="data")
     if log_z is None:
         log_z = log_partition(model, method="exact")

@@ -19,12 +19,13 @@ from ebm.evaluation.metrics import free_energy_of
 from ebm.model import EnergyModel
 
 
-def _observed(model: EnergyModel, data: Mapping[str, torch.Tensor], what: str) -> tuple[list[str], int]:
+def _observed(model: EnergyModel, data: Mapping[str, torch.Tensor], what: str) -> tuple[dict, list[str], int]:
     if not isinstance(data, Mapping) or not data:
         raise ValueError(f"{what} needs data as a non-empty dict of block name -> tensor, e.g. {{'v': X}}")
+    data = model.as_state(data, what="data")
     names = [k for k in model.variables if k in data]
     n = model.check_state(data, blocks=names, what="data")
-    return names, n
+    return data, names, n
 
 
 def pseudo_log_likelihood(
@@ -49,7 +50,7 @@ def pseudo_log_likelihood(
     Returns:
         ``(n,)`` tensor in nats.
     """
-    names, n = _observed(model, data, "pseudo_log_likelihood")
+    data, names, n = _observed(model, data, "pseudo_log_likelihood")
     domains = [model.variables[k] for k in names]
     continuous = [k for k, d in zip(names, domains, strict=True) if not d.discrete]
     if continuous:
@@ -111,7 +112,7 @@ def reconstruction_error(model: EnergyModel, data: Mapping[str, torch.Tensor]) -
     Returns:
         ``(n,)`` tensor.
     """
-    names, n = _observed(model, data, "reconstruction_error")
+    data, names, n = _observed(model, data, "reconstruction_error")
     latent = [k for k in model.variables if k not in data]
     with torch.no_grad():
         state = dict(data)

@@ -67,6 +67,7 @@ class Independent(EnergyModel):
         """
         params = {}
         if data is not None:
+            data = model.as_state(data, what="data")
             names = [k for k in model.variables if k in data]
             model.check_state(data, blocks=names, what="data")
             for name in names:

@@ -81,6 +81,7 @@ class RBM(EnergyModel):
             v: binary data, shape ``(n, n_visible)``.
             eps: the marginals are clipped so that the biases stay finite.
         """
+        v = self.as_state({"v": v}, what="data")["v"]
         self.check_state({"v": v}, blocks=["v"], what="data")
         p = v.mean(0).clamp(eps, 1 - eps)
         self.a.copy_(torch.log(p) - torch.log1p(-p))

@@ -2,7 +2,7 @@
 
 from ebm.training.negatives import ContrastiveDivergence, NegativePhase, PersistentChains, ReplayBuffer
 from ebm.training.objective import data_phase, surrogate
-from ebm.training.trainer import History, Trainer, TrainingDiverged, fit
+from ebm.training.trainer import History, Trainer, TrainingDiverged, TrainingInterrupted, fit
 
 __all__ = [
     "ContrastiveDivergence",
@@ -12,6 +12,7 @@ __all__ = [
     "ReplayBuffer",
     "Trainer",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "data_phase",
     "fit",
     "surrogate",

@@ -3,7 +3,10 @@
 Each batch: the data phase (``objective.data_phase``), the model phase (a ``NegativePhase``:
 CD-k, PCD-k, replay buffer), the surrogate of eq. 16 (``objective.surrogate``), one step of a
 ``torch.optim`` optimizer. Once per epoch: the learning-rate schedule, a divergence check,
-metrics, callbacks, a checkpoint.
+metrics (on a fixed subsample of rows, and only as often as keeps them under a fifth of the
+run), callbacks, a checkpoint. A checkpoint is also written mid-epoch every
+``checkpoint_seconds`` (or ``checkpoint_batches``) and when SIGTERM or SIGINT arrives; resuming
+from any of them continues exactly as the uninterrupted run would.
 
 Callbacks are any objects with some of these methods (others rely on these names):
 
@@ -20,8 +23,12 @@ The trainer exposes ``.model``, ``.optimizer``, ``.scheduler``, ``.sampler``,
 
 from __future__ import annotations
 
+import math
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -38,7 +45,7 @@ from ebm.samplers.base import Sampler
 from ebm.samplers.gibbs import Gibbs
 from ebm.serialization import from_plain, read_record, seal, to_plain, verify
 from ebm.training.negatives import NegativePhase, negative_phase
-from ebm.training.objective import data_phase, surrogate, uses_free_energy
+from ebm.training.objective import data_phase, phase_energy, surrogate, uses_free_energy
 
 #: ``metrics="auto"`` computes the exact log-likelihood when log Z enumerates at most this many states
 AUTO_EXACT_STATES = 2**20
@@ -47,16 +54,39 @@ AUTO_PL_ROWS = 2000
 #: ... and over every site when there are at most this many, else this many random sites per row
 AUTO_PL_SITES = 64
 METRICS = ("recon", "pseudo_ll", "log_likelihood")
+#: ``evaluate_rows="auto"``: metrics are computed on at most this many rows of each set (a
+#: fixed random subsample, the same every epoch)
+AUTO_EVAL_ROWS = 10_000
+#: ``evaluate_every="auto"`` evaluates every k epochs, with k the smallest that keeps the
+#: measured evaluation time under this fraction of the run
+AUTO_EVAL_FRACTION = 0.2
+#: ... unless one evaluation takes less than this many seconds: then every epoch is evaluated
+AUTO_EVAL_SECONDS = 1.0
+#: default ``checkpoint_seconds``: at most about this much work is lost to a kill
+CHECKPOINT_SECONDS = 60.0
 #: training has run away when a parameter's magnitude exceeds this many times its scale at the
 #: start (the largest of 1, the initial parameters' and the data's magnitudes)
 RUNAWAY_FACTOR = 1e4
 #: format of the checkpoint files (1: pickled sampler states, no longer read)
 CHECKPOINT_FORMAT = 2
+#: how ``_nan_source`` ends when the parameters are finite and the energy itself is not
+ENERGY_AT_FINITE_PARAMETERS = ", with finite parameters"
 
 
 class TrainingDiverged(FloatingPointError):
     """Energies or parameters became NaN or infinite, or the parameters ran away (grew
     ``RUNAWAY_FACTOR`` times past their scale at the start), during training."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT arrived during ``fit`` with a ``checkpoint`` set: the batch in
+    progress was finished, the checkpoint written and training stopped. ``signal`` is the
+    signal's number; resume with ``fit(..., resume=checkpoint)``. (Without a checkpoint the
+    signals keep their usual effect.)"""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signal = signum
 
 
 class History(list):
@@ -120,7 +150,8 @@ class Trainer:
         k: sampler steps per batch in the model phase (and, when the data phase must sample
             latent blocks, there too unless ``k_data`` is given).
         n_chains: number of persistent/replay chains (CD uses one chain per batch row).
-        batch_size: data rows per optimizer step.
+        batch_size: data rows per optimizer step; the last batch of an epoch holds what is
+            left. Larger than the data, every epoch is one step on all rows (this warns).
         optimizer: ``None`` (the default, Adam), ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum
             0.9), a ``torch.optim`` class (called as ``cls(params, lr=lr,
             weight_decay=weight_decay)``) or an optimizer instance over the model's parameters.
@@ -142,11 +173,27 @@ class Trainer:
             time) or a list from ``"recon"`` (reconstruction error), ``"pseudo_ll"``
             (pseudo-log-likelihood), ``"log_likelihood"`` (exact, by enumeration). Means per
             row in nats (``recon``: squared error per row).
+        evaluate_rows: the metrics are means over at most this many rows of each set, a fixed
+            random subsample drawn from ``seed`` (the same rows every epoch); ``"auto"``:
+            ``AUTO_EVAL_ROWS``; ``None``: every row.
+        evaluate_every: compute the metrics every this many epochs (and after the last);
+            ``"auto"`` measures the evaluation and training times and evaluates as often as
+            keeps evaluation under ``AUTO_EVAL_FRACTION`` of the run, or every epoch when one
+            evaluation takes under ``AUTO_EVAL_SECONDS`` (epochs in between
+            have only ``loss`` and ``time``). ``trainer.evaluation`` says what was chosen;
+            the progress bar shows it.
         callbacks: objects with ``on_train_begin``/``on_batch_end``/``on_epoch_end`` (module doc).
         progress: show a tqdm bar (default: when stderr is a terminal).
         checkpoint: path of the checkpoint file (``None``: no checkpoints); written as plain
             data with a checksum and read back with ``weights_only=True`` (``ebm.serialization``).
         checkpoint_every: write the checkpoint every this many epochs (and after the last).
+        checkpoint_seconds: also write it mid-epoch once this many seconds of training have
+            passed since the last one (default 60: a kill loses at most about a minute);
+            ``None``: only at epoch ends.
+        checkpoint_batches: also write it mid-epoch every this many batches (``None``: off).
+            Whenever a checkpoint is set, SIGTERM and SIGINT finish the batch in progress,
+            write the checkpoint and raise ``TrainingInterrupted`` (a second signal acts
+            at once, as usual).
         runaway_factor: stop with ``TrainingDiverged`` when a parameter's magnitude exceeds
             this many times its scale at the start of training (the largest of 1, the initial
             parameters' and the data's magnitudes); ``None`` disables the check (for models
@@ -178,6 +225,10 @@ class Trainer:
         progress: bool | None = None,
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 1,
+        checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
+        checkpoint_batches: int | None = None,
+        evaluate_rows: int | str | None = "auto",
+        evaluate_every: int | str = "auto",
         runaway_factor: float | None = RUNAWAY_FACTOR,
     ):
         if not isinstance(model, EnergyModel):
@@ -188,6 +239,13 @@ class Trainer:
         for label, value in (("batch_size", batch_size), ("checkpoint_every", checkpoint_every)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        for label, value in (("checkpoint_batches", checkpoint_batches), ("evaluate_rows", evaluate_rows)):
+            if value not in (None, "auto") and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{label} must be a positive integer or None, got {value!r}")
+        if evaluate_every != "auto" and (not isinstance(evaluate_every, int) or evaluate_every < 1):
+            raise ValueError(f"evaluate_every must be a positive integer or 'auto', got {evaluate_every!r}")
+        if checkpoint_seconds is not None and not checkpoint_seconds > 0:
+            raise ValueError(f"checkpoint_seconds must be a positive number of seconds or None, got {checkpoint_seconds!r}")
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr!r}")
         if runaway_factor is not None and not runaway_factor > 1:
@@ -211,6 +269,11 @@ class Trainer:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds, self.checkpoint_batches = checkpoint_seconds, checkpoint_batches
+        self.evaluate_rows = AUTO_EVAL_ROWS if evaluate_rows == "auto" else evaluate_rows
+        self.evaluate_every = evaluate_every
+        #: what the metrics are computed on and how often (set by ``fit``)
+        self.evaluation = ""
         self.runaway_factor = runaway_factor
         self.seed = seed
         self.generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -218,7 +281,10 @@ class Trainer:
         self.epoch = 0
         self.batch = 0
         self.stop_training = False
-        self._last_checkpoint: int | None = None
+        self._last_checkpoint: str | None = None  # where the last checkpoint written stands
+        self._position: dict | None = None  # mid-epoch progress to checkpoint or resume from
+        self._next_evaluation = 1 if evaluate_every == "auto" else evaluate_every  # the next epoch evaluated
+        self._signal: int | None = None  # SIGTERM/SIGINT received during fit
         self._epochs: int | None = None  # the total of the current fit
         self._scale: float | None = None  # parameter and data magnitude at the start of training
 
@@ -240,6 +306,8 @@ class Trainer:
                 "epochs": self._epochs,
                 "scale": self._scale,
                 "history": [dict(e) for e in self.history],
+                "position": self._position,
+                "next_evaluation": self._next_evaluation,
                 "batch_size": self.batch_size,
                 "seed": self.seed,
             },
@@ -282,6 +350,8 @@ class Trainer:
         self.generator.set_state(state["generator"].cpu())
         self.epoch = state["epoch"]
         self.history = History(state["history"])
+        self._position = state.get("position")
+        self._next_evaluation = state.get("next_evaluation", self.epoch + 1)
         self.seed = state["seed"]
         self._scale = state["scale"]
         if self._epochs is not None and state["epochs"] is not None and state["epochs"] != self._epochs:
@@ -314,7 +384,12 @@ class Trainer:
         path = self.checkpoint if path is None else Path(path)
         atomic_save(seal(self.state_dict()), path)
         if path == self.checkpoint:
-            self._last_checkpoint = self.epoch
+            self._last_checkpoint = self._where()
+
+    def _where(self) -> str:
+        if self._position is None:
+            return f"end of epoch {self.epoch}"
+        return f"epoch {self.epoch + 1}, batch {self._position['batch']}"
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Continue from a checkpoint written by ``save_checkpoint``.
@@ -326,6 +401,11 @@ class Trainer:
         if not path.exists():
             raise FileNotFoundError(f"no checkpoint at {path}")
         state = read_record(path, "training checkpoint", map_location=self.model.device)
+        if "ebm_model" in state:
+            raise ValueError(
+                f"{path} is a model file, not a training checkpoint: to train it further, load it with "
+                f"ebm.load and call fit without resume (init_bias=False keeps its biases)"
+            )
         if "ebm_checkpoint" not in state:
             raise ValueError(f"{path} is not an ebm training checkpoint")
         if state["ebm_checkpoint"] != CHECKPOINT_FORMAT:
@@ -394,6 +474,7 @@ class Trainer:
     def _check_data(self, data, what: str) -> tuple[dict[str, torch.Tensor], int]:
         if not isinstance(data, Mapping) or not data:
             raise ValueError(f"{what} must be a non-empty dict of block name -> tensor, e.g. {{'v': X}}")
+        data = self.model.as_state(data, what=what)
         n = self.model.check_state(data, blocks=[k for k in self.model.variables if k in data], what=what)
         if n < 1:
             raise ValueError(f"{what} has no rows")
@@ -402,15 +483,44 @@ class Trainer:
     def _diverged(self, epoch: int, batch: int, what: str = "the energies became NaN or inf") -> TrainingDiverged:
         lr = self.optimizer.param_groups[0]["lr"]
         if self._last_checkpoint is not None:
-            where = f"the last good checkpoint ({self.checkpoint}, epoch {self._last_checkpoint}) is kept"
+            where = f"the last good checkpoint ({self.checkpoint}, {self._last_checkpoint}) is kept"
         elif self.checkpoint is not None:
             where = f"no checkpoint had been written yet to {self.checkpoint}"
         else:
             where = "no checkpoint was requested (pass checkpoint=path)"
-        return TrainingDiverged(
-            f"training diverged in epoch {epoch}, batch {batch}: {what} "
-            f"(lr={lr:g}; try a smaller lr, clip_grad, weight_decay or energy_l2); {where}"
-        )
+        if what.endswith(ENERGY_AT_FINITE_PARAMETERS):
+            advice = "fix the energy for those states"  # no optimizer setting helps
+        else:
+            advice = f"lr={lr:g}; try a smaller lr, clip_grad, weight_decay or energy_l2"
+        return TrainingDiverged(f"training diverged in epoch {epoch}, batch {batch}: {what} ({advice}); {where}")
+
+    def _nan_source(self, data: Mapping[str, torch.Tensor], order: torch.Tensor, first: int) -> str:
+        """What made the loss of batch ``first`` NaN or inf, as far as the model now shows:
+        the parameters that are no longer finite, else the phase (the batch's data rows, the
+        persistent chains) whose energies are not finite, with the blocks of those states."""
+        model = self.model
+        broken = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if broken:
+            return f"the energies became NaN or inf, and then the parameters {broken}"
+        rows = order[(first - 1) * self.batch_size : first * self.batch_size]
+        phases = {f"the data rows of batch {first} (data phase)": {k: x[rows] for k, x in data.items()}}
+        chains = getattr(self.negatives, "chains", None)
+        if chains is not None:
+            phases["the persistent chains (model phase)"] = chains
+        found = []
+        with torch.no_grad():
+            for name, state in phases.items():
+                try:
+                    energy = phase_energy(model, state)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    continue  # latents that only sampling gives: this phase cannot be rechecked
+                bad = int((~torch.isfinite(energy)).sum())
+                if bad:
+                    blocks = ", ".join(f"'{k}'" for k in state)
+                    found.append(f"{bad} of {energy.numel()} states of {name}, blocks {blocks}")
+        if not found:
+            return "the energies became NaN or inf"
+        return f"{type(model).__name__}'s energy is NaN or inf at " + " and at ".join(found) + ENERGY_AT_FINITE_PARAMETERS
 
     def _start_scale(self, data: Mapping[str, torch.Tensor]) -> float:
         """The magnitude training starts from: 1, the largest parameter and the largest
@@ -467,6 +577,8 @@ class Trainer:
         Raises:
             TrainingDiverged: energies or parameters became NaN/inf, or a parameter grew past
                 ``runaway_factor`` times its scale at the start; names the epoch and batch.
+            TrainingInterrupted: SIGTERM or SIGINT arrived (with ``checkpoint`` set); the
+                checkpoint holds where training stopped.
             ValueError: ``resume`` is not a readable, intact ebm checkpoint of this run.
             TypeError: ``checkpoint`` is set and the sampler's state cannot be stored safely.
         """
@@ -491,7 +603,7 @@ class Trainer:
         if resume is not None:
             self.load_checkpoint(resume)
             if self.checkpoint is not None and Path(resume) == self.checkpoint:
-                self._last_checkpoint = self.epoch
+                self._last_checkpoint = self._where()
         else:
             if self.init_bias and "v" in data and callable(getattr(model, "init_visible_bias", None)):
                 model.init_visible_bias(data["v"])
@@ -507,62 +619,206 @@ class Trainer:
         epoch_hooks = _hooks(self.callbacks, "on_epoch_end")
 
         n_batches = -(-n // self.batch_size)
+        if self.batch_size > n:
+            warnings.warn(
+                f"batch_size={self.batch_size} is larger than the {n} rows of data: each epoch is one optimizer "
+                f"step on all {n} rows; pass a batch_size below {n} for several steps per epoch",
+                UserWarning,
+                stacklevel=3,
+            )
+        position, self._position = self._position, None
+        if position is not None and (position["order"].numel() != n or position["batch"] >= n_batches):
+            raise ValueError(
+                f"{resume}: the checkpoint was written mid-epoch on data of {position['order'].numel()} rows, not {n}: "
+                f"resume on the same data"
+            )
+        evaluation_sets = {prefix: self._evaluation_rows(rows) for prefix, rows in sets.items()}
+        self.evaluation = self._describe_evaluation(metrics, sets, evaluation_sets)
         # per-batch losses stay on the device; one host sync per epoch checks them all
         losses = torch.zeros(n_batches, dtype=model.dtype, device=model.device)
         # and so do the largest parameter magnitudes after each step, for the runaway check
         sizes = torch.zeros(n_batches, dtype=model.dtype, device=model.device)
         elapsed = self.history[-1].get("time", 0.0) if self.history else 0.0
+        if position is not None:
+            elapsed = position["elapsed"]
         bar = tqdm(
             total=epochs * n_batches,
-            initial=min(self.epoch, epochs) * n_batches,
+            initial=min(self.epoch, epochs) * n_batches + (position["batch"] if position is not None else 0),
             disable=not self.progress,
             desc="training",
             unit="batch",
         )
+        if metrics:
+            bar.set_postfix_str(self.evaluation, refresh=False)
         try:
-            while self.epoch < epochs and not self.stop_training:
-                epoch = self.epoch + 1
-                start = time.perf_counter()
-                order = torch.randperm(n, generator=generator, device=model.device)
-                for b in range(n_batches):
-                    self.batch = b + 1
-                    rows = order[b * self.batch_size : (b + 1) * self.batch_size]
-                    batch = {name: x[rows] for name, x in data.items()}
-                    try:
-                        positive, negatives, loss = self._step(batch, sum_latents, fe_negatives)
-                    except (RuntimeError, ValueError) as error:
-                        # a model or sampler may reject NaN before our per-epoch check sees it
-                        first = self._first_bad(losses, b)
-                        if first is not None:
-                            raise self._diverged(epoch, first) from error
-                        self._check_runaway(epoch, sizes[:b])
-                        raise
-                    losses[b] = loss
-                    sizes[b] = self._largest_parameter()
-                    for hook in batch_hooks:
-                        hook(self, positive, negatives)
-                    bar.update()
-                first = self._first_bad(losses, n_batches)
-                if first is not None:
-                    raise self._diverged(epoch, first)
-                if not all(torch.isfinite(p).all() for p in model.parameters()):
-                    raise self._diverged(epoch, n_batches, "the parameters became NaN or inf")
-                self._check_runaway(epoch, sizes)
-                if self.scheduler is not None:
-                    self.scheduler.step()
-                elapsed += time.perf_counter() - start
-                self.epoch = epoch
-                entry = {"epoch": epoch, "loss": losses.mean().item(), "time": elapsed}
-                entry.update(self._evaluate(sets, metrics))
-                self.history.append(entry)
-                for hook in epoch_hooks:
-                    hook(self, epoch, entry)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k not in ("epoch", "time")}, refresh=False)
-                if self.checkpoint is not None and (epoch % self.checkpoint_every == 0 or epoch == epochs):
-                    self.save_checkpoint()
+            with self._catching_signals():
+                while self.epoch < epochs and not self.stop_training:
+                    epoch = self.epoch + 1
+                    start = last_saved = time.perf_counter()
+                    if position is None:
+                        order, done = torch.randperm(n, generator=generator, device=model.device), 0
+                    else:
+                        order, done = position["order"], position["batch"]
+                        losses[:done], sizes[:done] = position["losses"], position["sizes"]
+                        position = None
+                    for b in range(done, n_batches):
+                        self.batch = b + 1
+                        rows = order[b * self.batch_size : (b + 1) * self.batch_size]
+                        batch = {name: x[rows] for name, x in data.items()}
+                        try:
+                            positive, negatives, loss = self._step(batch, sum_latents, fe_negatives)
+                        except (RuntimeError, ValueError) as error:
+                            # a model or sampler may reject NaN before our per-epoch check sees it
+                            first = self._first_bad(losses, b)
+                            if first is not None:
+                                raise self._diverged(epoch, first, self._nan_source(data, order, first)) from error
+                            self._check_runaway(epoch, sizes[:b])
+                            raise
+                        losses[b] = loss
+                        sizes[b] = self._largest_parameter()
+                        for hook in batch_hooks:
+                            hook(self, positive, negatives)
+                        bar.update()
+                        if b + 1 < n_batches and self._mid_epoch_checkpoint_due(b + 1, last_saved):
+                            # the epoch's order and losses so far let a resumed run finish it exactly
+                            self._check_batches(epoch, losses, sizes, b + 1, data, order)
+                            now = time.perf_counter()
+                            self._position = {
+                                "batch": b + 1,
+                                "order": order,
+                                "losses": losses[: b + 1].clone(),
+                                "sizes": sizes[: b + 1].clone(),
+                                "elapsed": elapsed + now - start,
+                            }
+                            try:
+                                self.save_checkpoint()
+                            finally:
+                                self._position = None
+                            last_saved = now
+                            if self._signal is not None:
+                                raise self._interrupted()
+                    self._check_batches(epoch, losses, sizes, n_batches, data, order)
+                    if not all(torch.isfinite(p).all() for p in model.parameters()):
+                        raise self._diverged(epoch, n_batches, "the parameters became NaN or inf")
+                    if self.scheduler is not None:
+                        self.scheduler.step()
+                    trained = time.perf_counter() - start
+                    elapsed += trained
+                    self.epoch = epoch
+                    entry = {"epoch": epoch, "loss": losses.mean().item(), "time": elapsed}
+                    if metrics and (epoch >= self._next_evaluation or epoch == epochs):
+                        began = time.perf_counter()
+                        entry.update(self._evaluate(evaluation_sets, metrics))
+                        self._plan_evaluation(epoch, time.perf_counter() - began, trained, metrics, sets, evaluation_sets)
+                        bar.set_postfix_str(self._postfix(entry), refresh=False)
+                    self.history.append(entry)
+                    for hook in epoch_hooks:
+                        hook(self, epoch, entry)
+                    due = epoch % self.checkpoint_every == 0 or epoch == epochs or self._signal is not None
+                    if self.checkpoint is not None and due:
+                        self.save_checkpoint()
+                    if self._signal is not None:
+                        raise self._interrupted()
         finally:
             bar.close()
         return self.history
+
+    # ------------------------------------------------------------------ interruptions
+    def _mid_epoch_checkpoint_due(self, done: int, last_saved: float) -> bool:
+        if self.checkpoint is None:
+            return False
+        if self._signal is not None:
+            return True
+        if self.checkpoint_batches is not None and done % self.checkpoint_batches == 0:
+            return True
+        return self.checkpoint_seconds is not None and time.perf_counter() - last_saved >= self.checkpoint_seconds
+
+    def _check_batches(self, epoch: int, losses, sizes, done: int, data, order) -> None:
+        """Raise ``TrainingDiverged`` when one of the first ``done`` batches of the epoch
+        diverged (one host sync)."""
+        first = self._first_bad(losses, done)
+        if first is not None:
+            raise self._diverged(epoch, first, self._nan_source(data, order, first))
+        self._check_runaway(epoch, sizes[:done])
+
+    def _catching_signals(self):
+        """While training with a checkpoint, SIGTERM and SIGINT only set a flag: the loop
+        then writes the checkpoint and raises ``TrainingInterrupted``. The first signal
+        restores the previous handler, so a second one acts at once."""
+        trainer = self
+
+        class Catching:
+            def __enter__(self):
+                self.previous = {}
+                trainer._signal = None
+                if trainer.checkpoint is None or threading.current_thread() is not threading.main_thread():
+                    return self
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    self.previous[signum] = signal.signal(signum, self.handle)
+                return self
+
+            def handle(self, signum, frame):
+                trainer._signal = signum
+                signal.signal(signum, self.previous[signum])
+
+            def __exit__(self, *exc):
+                for signum, handler in self.previous.items():
+                    signal.signal(signum, handler)
+                return False
+
+        return Catching()
+
+    def _interrupted(self) -> TrainingInterrupted:
+        name = signal.Signals(self._signal).name
+        where = f"a checkpoint was written to {self.checkpoint} ({self._last_checkpoint})"
+        return TrainingInterrupted(
+            f"training stopped by {name}: {where}; continue with resume={str(self.checkpoint)!r}", self._signal
+        )
+
+    # ------------------------------------------------------------------ evaluation schedule
+    def _evaluation_rows(self, data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A fixed subsample of at most ``evaluate_rows`` rows, drawn from ``seed`` on the
+        CPU (the same rows on every device and every epoch)."""
+        n = next(iter(data.values())).shape[0]
+        if self.evaluate_rows is None or n <= self.evaluate_rows:
+            return data
+        picked = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))[: self.evaluate_rows]
+        picked = picked.sort().values.to(self.model.device)
+        return {k: v[picked] for k, v in data.items()}
+
+    def _describe_evaluation(self, metrics, sets, evaluation_sets) -> str:
+        if not metrics:
+            return "no metrics"
+        parts = []
+        for prefix, data in sets.items():
+            n, used = (next(iter(d.values())).shape[0] for d in (data, evaluation_sets[prefix]))
+            name = "validation" if prefix else "training"
+            parts.append(f"all {n:,} {name} rows" if used == n else f"{used:,} of {n:,} {name} rows")
+        every = self.evaluate_every
+        how = "every epoch" if every in ("auto", 1) else f"every {every} epochs"
+        return f"metrics on {' and '.join(parts)}, {how}"
+
+    def _plan_evaluation(self, epoch: int, spent: float, trained: float, metrics, sets, evaluation_sets) -> None:
+        """Schedule the next evaluation: ``evaluate_every`` epochs on, or with ``"auto"`` the
+        fewest epochs on that keep evaluation under ``AUTO_EVAL_FRACTION`` of the run, as
+        measured on this epoch (spent / (k * trained + spent) <= 3/4 of it, so that the
+        evaluations of the first and the last epoch fit too)."""
+        if self.evaluate_every != "auto":
+            self._next_evaluation = epoch + self.evaluate_every
+            return
+        f = 0.75 * AUTO_EVAL_FRACTION  # leaves room for the first and the last evaluation
+        every = 1 if spent < AUTO_EVAL_SECONDS else max(1, math.ceil(spent * (1 - f) / (f * max(trained, 1e-9))))
+        self._next_evaluation = epoch + every
+        description = self._describe_evaluation(metrics, sets, evaluation_sets)
+        if every > 1:
+            description = description.replace(
+                "every epoch", f"every {every} epochs (evaluation {spent:.1f} s, an epoch {trained:.1f} s)"
+            )
+        self.evaluation = description
+
+    def _postfix(self, entry: dict) -> str:
+        values = ", ".join(f"{k}={v:.4g}" for k, v in entry.items() if k not in ("epoch", "time"))
+        return f"{values} ({self.evaluation})"
 
     def _step(self, batch, sum_latents: bool, fe_negatives: bool):
         model, sampler, generator = self.model, self.sampler, self.generator

@@ -201,7 +201,9 @@ class _Chunk:
         n = ordered.shape[1]
         median = (ordered[:, (n - 1) // 2] + ordered[:, n // 2]) / 2
         folded = _normal_scores(_ranked((self.split - median).abs())[0])
-        return torch.maximum(_rhat_of(self.z_split), _rhat_of(folded))
+        # A two-valued site split exactly in half folds to a constant, whose R-hat is 0/0:
+        # fmax then keeps the bulk R-hat (as ArviZ's max(bulk, tail) does).
+        return torch.fmax(_rhat_of(self.z_split), _rhat_of(folded))
 
     def mcse_mean(self) -> torch.Tensor:
         return self.x.flatten(0, 1).std(0) / self._ess_mean.sqrt()

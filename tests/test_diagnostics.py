@@ -135,12 +135,16 @@ def draw_cases() -> dict[str, torch.Tensor]:
     spread[:, 0] *= 3
     shifted = torch.randn(100, 6, 2, generator=g, dtype=torch.float64) + torch.linspace(0, 1, 6)[:, None]
     binary = (torch.rand(60, 5, 8, generator=g) < torch.linspace(0.01, 0.99, 8)).float()  # ties; float32
+    halves = torch.zeros(100, 4, 2, dtype=torch.float64)  # two values, exactly half each: the folded draws are constant
+    for site in range(2):
+        halves[..., site].view(-1)[torch.randperm(400, generator=g)[:200]] = 1.0
     return {
         "ar1 (odd length)": ar,
         "antithetic": antithetic,
         "one chain with 3x spread": spread,
         "shifted chains": shifted,
         "binary with ties": binary,
+        "two values, half each": halves,
         "heavy tailed, one chain": torch.randn(40, 1, 3, generator=g, dtype=torch.float64).exp() ** 3,
         "4 draws": torch.randn(4, 3, 2, generator=g, dtype=torch.float64),
     }

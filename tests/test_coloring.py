@@ -24,7 +24,7 @@ from ebm.samplers.coloring import Graph, structure
 ALPHA = 1e-4
 
 
-def exact_fit(model, n_chains=20_000, burn_in=30, seed=1, sampler=None):
+def exact_fit(model, n_chains=20_000, burn_in=100, seed=1, sampler=None):
     names = list(model.variables)
     chains = ebm.sample(model, sampler or ebm.Gibbs(), n_chains=n_chains, n_steps=1, burn_in=burn_in, seed=seed)
     probs = joint_probs(model, names)
@@ -69,7 +69,7 @@ def test_non_differentiable_energy_is_discovered_on_discrete_states():
 def test_chi_square_rejects_the_wrong_temperature():
     """The exactness test has power: draws at another β are rejected."""
     names = ["s"]
-    chains = ebm.sample(Ising(4, 0.35, field=0.1), ebm.Gibbs(), n_chains=20_000, n_steps=1, burn_in=30, seed=1)
+    chains = ebm.sample(Ising(4, 0.35, field=0.1), ebm.Gibbs(), n_chains=20_000, n_steps=1, burn_in=100, seed=1)
     model = Ising(4, 0.4, field=0.1)
     probs = joint_probs(model, names)
     counts = torch.bincount(joint_index(model, chains.last, names), minlength=len(probs))

@@ -52,6 +52,8 @@ DISCRETE_LIMIT = 256
 CHUNK_ENTRIES = 2**22
 #: random discrete states the verification uses
 VERIFY_STATES = 4
+#: random directions of the quadratic check
+QUADRATIC_PROBES = 8
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,18 @@ class Structure:
             differences; otherwise they are computed by exact batched evaluation.
         adjacency: ``(N, N)`` bool interaction graph (CPU), or ``None`` for a user colouring.
         how: how the graph was found (``"hessian"``, ``"discrete"``, ``"complete"``, ``"user"``).
+        rows: for a one-block energy that is quadratic in the block, per colour the Hessian's
+            rows of the colour's entries as a sparse CSR ``(|c|·k, size)`` matrix, so that the
+            local fields are ``rows @ x + bias`` with no energy evaluation; else ``None``.
+        bias: ``(size,)``, the gradient at ``x = 0`` (with ``rows``).
     """
 
     colors: list[torch.Tensor]
     affine: bool
     adjacency: torch.Tensor | None
     how: str
+    rows: list[torch.Tensor] | None = None
+    bias: torch.Tensor | None = None
 
 
 # ---------------------------------------------------------------------- colouring
@@ -162,47 +170,88 @@ def _inner_models(model: EnergyModel) -> list[EnergyModel]:
 
 
 # ---------------------------------------------------------------------- discovery
+def _probe(model: EnergyModel, name: str, context, point: torch.Tensor, directions: torch.Tensor):
+    """``(∇E · directions_r, H directions_r)`` rows at ``point`` (one row per direction
+    ``(m, *shape)``), or ``None`` when ``E`` is not twice differentiable in block ``name``."""
+    m = directions.shape[0]
+    x = point.expand(m, *point.shape[1:]).clone().requires_grad_(True)
+    state = {**{b: v.expand(m, *v.shape[1:]) for b, v in context.items()}, name: x}
+    try:
+        with torch.enable_grad():
+            energy = model.energy(state)
+            (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=True)
+            if not grad.requires_grad:
+                return None  # piecewise linear or constant: no second derivatives to read
+            (hvp,) = torch.autograd.grad((grad * directions).sum(), x, allow_unused=True)
+    except RuntimeError:
+        return None
+    if hvp is None:
+        return None
+    return grad.detach(), hvp.detach()
+
+
 def hessian_graph(
     model: EnergyModel, name: str, context: Mapping[str, torch.Tensor], generator: torch.Generator
-) -> tuple[torch.Tensor, bool] | None:
-    """``(adjacency (N, N) bool, affine)`` from the Hessian at a random interior point, or
-    ``None`` when the energy cannot be differentiated twice in block ``name``.
-
-    ``context`` holds one row ``(1, *shape)`` of every other block."""
+) -> tuple[torch.Tensor, bool, torch.Tensor] | None:
+    """``(adjacency (N, N) bool, affine, hessian)`` from the Hessian at a random interior
+    point, or ``None`` when the energy cannot be differentiated twice in block ``name``.
+    ``hessian`` is the sparse COO ``(size, size)`` Hessian over the block's entries (one-hot
+    entries for Categorical). ``context`` holds one row ``(1, *shape)`` of every other block."""
     domain = model.variables[name]
-    n_sites, k = domain.n_sites, (domain.n_values if isinstance(domain, Categorical) else 1)
+    n_sites, size = domain.n_sites, domain.size
+    k = size // n_sites
     point = interior_point(domain, 1, generator, model.dtype, model.device)
-    adjacency = torch.zeros(n_sites, n_sites, dtype=torch.bool)
-    affine = True
-    rows = max(1, CHUNK_ENTRIES // max(1, domain.size))
-    for start in range(0, n_sites, rows):
-        stop = min(start + rows, n_sites)
+    rows_per_chunk = max(1, CHUNK_ENTRIES // max(1, size))
+    found_rows, found_cols, found_vals = [], [], []
+    for start in range(0, size, rows_per_chunk):
+        stop = min(start + rows_per_chunk, size)
         m = stop - start
-        x = point.expand(m, *domain.shape).clone().requires_grad_(True)
-        state = {**{b: v.expand(m, *v.shape[1:]) for b, v in context.items()}, name: x}
-        direction = torch.zeros(m, n_sites, k, dtype=model.dtype)
-        direction[torch.arange(m), torch.arange(start, stop)] = (
-            torch.rand(m, k, generator=generator, dtype=model.dtype) + 0.5
-        )
-        direction = direction.to(model.device).reshape(x.shape)
-        try:
-            with torch.enable_grad():
-                energy = model.energy(state)
-                (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=True)
-                if not grad.requires_grad:
-                    return None  # piecewise linear or constant: no second derivatives to read
-                (hvp,) = torch.autograd.grad((grad * direction).sum(), x, allow_unused=True)
-        except RuntimeError:
+        directions = torch.zeros(m, size, dtype=model.dtype, device=model.device)
+        directions[torch.arange(m), torch.arange(start, stop)] = 1.0
+        probed = _probe(model, name, context, point, directions.reshape(m, *domain.shape))
+        if probed is None:
             return None
-        if hvp is None:
-            return None
-        touched = (sites_view(hvp.detach(), domain) != 0).any(-1).cpu()  # (m, N): row j: sites coupled to j
-        diagonal = touched[torch.arange(m), torch.arange(start, stop)]
-        affine = affine and not bool(diagonal.any())
-        adjacency[start:stop] = touched
+        column = probed[1].reshape(m, size)  # row r: H e_{start + r}, the Hessian's column
+        r, c = torch.nonzero(column, as_tuple=True)
+        found_rows.append(c.cpu())
+        found_cols.append((r + start).cpu())
+        found_vals.append(column[r, c].cpu())
+    rows, cols, vals = torch.cat(found_rows), torch.cat(found_cols), torch.cat(found_vals)
+    hessian = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (size, size)).coalesce()
+    adjacency = torch.zeros(n_sites, n_sites, dtype=torch.bool)
+    adjacency[rows // k, cols // k] = True
+    affine = not bool(adjacency.diagonal().any())
     adjacency |= adjacency.clone().T
     adjacency.fill_diagonal_(False)
-    return adjacency, affine
+    return adjacency, affine, hessian
+
+
+def quadratic_terms(
+    model: EnergyModel, name: str, context: Mapping[str, torch.Tensor], hessian: torch.Tensor, generator
+) -> torch.Tensor | None:
+    """``b`` ``(size,)`` when ``E`` is quadratic in block ``name`` with Hessian ``hessian``
+    everywhere (``∇E(x) = H x + b``), else ``None``. Checked at a second random point and
+    context on ``QUADRATIC_PROBES`` random directions: a term of higher degree changes
+    ``H v`` there (Schwartz–Zippel). Only for models with this one block (``b`` would
+    otherwise depend on the other blocks' values)."""
+    domain = model.variables[name]
+    size = domain.size
+    point = interior_point(domain, 1, generator, model.dtype, model.device)
+    other = {b: interior_point(model.variables[b], 1, generator, model.dtype, model.device) for b in context}
+    v = torch.randn(QUADRATIC_PROBES, size, generator=generator, dtype=model.dtype).to(model.device)
+    probed = _probe(model, name, other, point, v.reshape(QUADRATIC_PROBES, *domain.shape))
+    if probed is None:
+        return None
+    dense = hessian.to(model.device).to_dense()
+    expected = v @ dense.T
+    got = probed[1].reshape(QUADRATIC_PROBES, size)
+    if (got - expected).abs().max() > _tolerance(model.dtype, dense.abs().sum(1).max() * v.abs().max()):
+        return None
+    zero = torch.zeros(1, *domain.shape, dtype=model.dtype, device=model.device)
+    x = zero.requires_grad_(True)
+    with torch.enable_grad():
+        (grad,) = torch.autograd.grad(model.energy({**other, name: x}).sum(), x)
+    return grad.reshape(size)
 
 
 def alternatives(x: torch.Tensor, domain: Domain, generator: torch.Generator) -> torch.Tensor:
@@ -389,12 +438,13 @@ def _build(model: EnergyModel, name: str, state, coloring, seed: int) -> Structu
     else:
         adjacency, affine, how = None, False, "discrete"
     if coloring is not None:
-        return _user(model, name, domain, coloring, context, adjacency, affine, generator)
+        result = _user(model, name, domain, coloring, context, adjacency, affine, generator)
+        return _with_quadratic(result, inner, name, state, found, generator)
     if adjacency is not None:
         colors = groups(greedy_coloring(adjacency), model.device)
         problem = _verify_all(inner, name, context, colors, affine, generator)
         if problem is None:
-            return Structure(colors, affine, adjacency, how)
+            return _with_quadratic(Structure(colors, affine, adjacency, how), inner, name, state, found, generator)
         if affine:
             # the energy may still be smooth across sites but not affine: keep the graph, drop the shortcut
             affine = False
@@ -417,6 +467,26 @@ def _build(model: EnergyModel, name: str, state, coloring, seed: int) -> Structu
     complete = torch.ones(n, n, dtype=torch.bool)
     complete.fill_diagonal_(False)
     return Structure([torch.tensor([i], device=model.device) for i in range(n)], False, complete, "complete")
+
+
+def _with_quadratic(result: Structure, inner, name, state, found, generator) -> Structure:
+    """``result`` with the Hessian rows of each colour when the energy is quadratic in the
+    model's only block (one model, not a tempered view with a base)."""
+    if not result.affine or len(inner) != 1 or set(state) != {name} or found[0] is None:
+        return result
+    model = inner[0]
+    hessian = found[0][2]
+    bias = quadratic_terms(model, name, {}, hessian, generator)
+    if bias is None:
+        return result
+    domain = model.variables[name]
+    k = domain.size // domain.n_sites
+    rows = []
+    for sites in result.colors:
+        entries = (sites.cpu().unsqueeze(1) * k + torch.arange(k)).reshape(-1)
+        rows.append(hessian.index_select(0, entries).to(model.device).to_sparse_csr())
+    result.rows, result.bias = rows, (bias if bool(bias.any()) else None)
+    return result
 
 
 def _user(model, name, domain, coloring, context, adjacency, affine, generator) -> Structure:

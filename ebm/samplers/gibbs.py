@@ -11,7 +11,7 @@ from torch.distributions import Bernoulli, Independent, MultivariateNormal, Norm
 from ebm.model import EnergyModel, checked_energy
 from ebm.samplers.base import Sampler, SamplerState
 from ebm.samplers.coloring import Structure, structure
-from ebm.samplers.local import update_color
+from ebm.samplers.local import quadratic_sweep, update_color
 from ebm.variables import Domain
 
 
@@ -167,11 +167,14 @@ class Gibbs(Sampler):
                 state[name] = draw(model.conditional(name, state), domain, generator)
                 continue
             s = self._structure(model, name, state)
-            state[name] = state[name].clone()
-            bad = None
-            for sites in s.colors:
-                count = update_color(model, name, domain, state, sites, s.affine, generator)
-                bad = count if bad is None else bad + count
+            if s.rows is not None:
+                bad = quadratic_sweep(model, name, domain, state, s, generator)
+            else:
+                state[name] = state[name].clone()
+                bad = None
+                for sites in s.colors:
+                    count = update_color(model, name, domain, state, sites, s.affine, generator)
+                    bad = count if bad is None else bad + count
             first = (nan_sweep[name] < 0) & (bad > 0)
             nan_sweep[name] = torch.where(first, sampler_state.n_sweeps, nan_sweep[name])
             nan_count[name] = nan_count[name] + bad

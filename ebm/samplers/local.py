@@ -46,6 +46,49 @@ def _uniform(shape, like: torch.Tensor, generator) -> torch.Tensor:
     return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
+def quadratic_sweep(model, name: str, domain: Domain, state: dict[str, torch.Tensor], structure, generator) -> torch.Tensor:
+    """One sweep over every colour of a block whose energy is quadratic in it (and the only
+    block): local fields ``H_c x + b_c`` by one sparse product per colour, in a transposed
+    ``(size, n)`` copy of the block so that a colour's entries are rows. A tempered view's
+    β (scalar or per chain) scales them. Writes the block in ``state``; returns the
+    per-chain count ``(n,)`` of colours whose fields had a NaN (those sites get arbitrary
+    values; the warning says the draws are not to be used)."""
+    from ebm.models.tempered import Tempered
+
+    x = state[name]
+    n = x.shape[0]
+    xt = x.reshape(n, -1).T.contiguous()  # (size, n)
+    beta = model.beta if isinstance(model, Tempered) else None
+    k = domain.size // domain.n_sites
+    count = torch.zeros(n, dtype=torch.long, device=x.device)
+    arange_k = torch.arange(k, device=x.device)
+    two_valued = not isinstance(domain, Categorical)
+    if two_valued:
+        down, up = domain.values
+        # E(up) - E(down) = (up - down) * field: the logit of "up" is -(up - down) * field
+        scale = -(up - down) if beta is None else -(up - down) * beta
+    else:
+        scale = -1.0 if beta is None else -beta
+    for sites, rows in zip(structure.colors, structure.rows, strict=True):
+        entries = sites if k == 1 else (sites.unsqueeze(1) * k + arange_k).reshape(-1)
+        field = torch.sparse.mm(rows, xt)  # (|c|·k, n)
+        if structure.bias is not None:
+            field.add_(structure.bias.index_select(0, entries).unsqueeze(1))
+        field.mul_(scale)  # now logits
+        count += torch.isnan(field.sum(0))
+        if two_valued:
+            p_up = field.sigmoid_()
+            new = torch.where(_uniform(p_up.shape, p_up, generator) < p_up, up, down).to(x.dtype)
+        else:
+            logits = field.reshape(len(sites), k, n)
+            gumbel = _uniform(logits.shape, logits, generator).log_().neg_().log_().neg_()
+            codes = logits.add_(gumbel).argmax(1)  # (|c|, n)
+            new = torch.nn.functional.one_hot(codes, k).to(x.dtype).transpose(1, 2).reshape(-1, n)
+        xt.index_copy_(0, entries, new)
+    state[name] = xt.T.reshape(x.shape).contiguous()
+    return count
+
+
 def update_color(
     model,
     name: str,
@@ -62,26 +105,26 @@ def update_color(
     if isinstance(domain, Categorical):
         if affine:
             energy, grad = affine_differences(model, name, domain, state)
-            logits = -grad[:, sites]  # (n, |c|, q): the q energies up to a per-site constant
+            logits = -grad.index_select(1, sites)  # (n, |c|, q): the q energies up to a per-site constant
         else:
             logits = -_exact_energies(model, name, domain, state, sites)
         bad = torch.isnan(logits).any(-1)
         gumbel = -(-_uniform(logits.shape, logits, generator).log()).log()
-        codes = torch.where(bad, x[:, sites].argmax(-1), (logits + gumbel).argmax(-1))
-        x[:, sites] = torch.nn.functional.one_hot(codes, domain.n_values).to(x.dtype)
+        codes = torch.where(bad, x.index_select(1, sites).argmax(-1), (logits + gumbel).argmax(-1))
+        x.index_copy_(1, sites, torch.nn.functional.one_hot(codes, domain.n_values).to(x.dtype))
         count = bad.sum(1)
     else:
-        current = x[:, sites, 0]
+        current = x[..., 0].index_select(1, sites)
         flipped = domain.flip(current)
         if affine:
             energy, grad = affine_differences(model, name, domain, state)
-            delta = (flipped - current) * grad[:, sites, 0]
+            delta = (flipped - current) * grad[..., 0].index_select(1, sites)
         else:
             energies = _exact_energies(model, name, domain, state, sites)  # (n, |c|, 2): current, flipped
             delta = energies[..., 1] - energies[..., 0]
         u = _uniform(delta.shape, delta, generator)
         # u < sigmoid(-delta) is false for NaN: the site keeps its value
-        x[:, sites, 0] = torch.where(u < torch.sigmoid(-delta), flipped, current)
+        x[..., 0].index_copy_(1, sites, torch.where(u < torch.sigmoid(-delta), flipped, current))
         count = torch.isnan(delta).sum(1)
     if affine:
         # the gradient of a NaN branch of torch.where is 0, not NaN: count the energy itself

@@ -80,6 +80,7 @@ class Structure:
             rows of the colour's entries as a sparse CSR ``(|c|·k, size)`` matrix, so that the
             local fields are ``rows @ x + bias`` with no energy evaluation; else ``None``.
         bias: ``(size,)``, the gradient at ``x = 0`` (with ``rows``).
+        fixed_batch: ``n_chains`` when the energy only takes batches of that size.
     """
 
     colors: list[torch.Tensor]
@@ -88,6 +89,7 @@ class Structure:
     how: str
     rows: list[torch.Tensor] | None = None
     bias: torch.Tensor | None = None
+    fixed_batch: int | None = None
 
 
 # ---------------------------------------------------------------------- colouring
@@ -170,6 +172,43 @@ def _inner_models(model: EnergyModel) -> list[EnergyModel]:
 
 
 # ---------------------------------------------------------------------- discovery
+#: the batch size a model's energy insists on (per-chain parameters such as a ``beta`` of
+#: shape ``(n_chains,)``), set while a structure is built; ``None``: any batch size works
+_FIXED_BATCH: int | None = None
+
+
+def energy_rows(model: EnergyModel, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``model.energy(state)``; for a model with per-chain parameters, evaluated in chunks of
+    exactly ``n_chains`` rows (the last padded with copies of its first row), so that probes
+    of any number of rows work. Differentiable."""
+    fixed = _FIXED_BATCH
+    m = next(iter(state.values())).shape[0]
+    if fixed is None or m == fixed:
+        return model.energy(state)
+    out = []
+    for start in range(0, m, fixed):
+        part = {b: v[start : start + fixed] for b, v in state.items()}
+        k = next(iter(part.values())).shape[0]
+        if k < fixed:
+            part = {b: torch.cat([v, v[:1].detach().expand(fixed - k, *v.shape[1:])]) for b, v in part.items()}
+        out.append(model.energy(part)[:k])
+    return torch.cat(out)
+
+
+def needs_fixed_batch(model: EnergyModel, state: Mapping[str, torch.Tensor]) -> int | None:
+    """``n_chains`` when ``model.energy`` fails on a batch of another size (per-chain
+    parameters), else ``None``."""
+    n = next(iter(state.values())).shape[0]
+    rows = 1 if n != 1 else 2
+    probe = {b: v[:1].expand(rows, *v.shape[1:]) for b, v in state.items()}
+    try:
+        with torch.no_grad():
+            ok = model.energy(probe).shape == (rows,)
+    except RuntimeError:
+        ok = False
+    return None if ok else n
+
+
 def _probe(model: EnergyModel, name: str, context, point: torch.Tensor, directions: torch.Tensor):
     """``(∇E · directions_r, H directions_r)`` rows at ``point`` (one row per direction
     ``(m, *shape)``), or ``None`` when ``E`` is not twice differentiable in block ``name``."""
@@ -178,7 +217,7 @@ def _probe(model: EnergyModel, name: str, context, point: torch.Tensor, directio
     state = {**{b: v.expand(m, *v.shape[1:]) for b, v in context.items()}, name: x}
     try:
         with torch.enable_grad():
-            energy = model.energy(state)
+            energy = energy_rows(model, state)
             (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=True)
             if not grad.requires_grad:
                 return None  # piecewise linear or constant: no second derivatives to read
@@ -250,7 +289,7 @@ def quadratic_terms(
     zero = torch.zeros(1, *domain.shape, dtype=model.dtype, device=model.device)
     x = zero.requires_grad_(True)
     with torch.enable_grad():
-        (grad,) = torch.autograd.grad(model.energy({**other, name: x}).sum(), x)
+        (grad,) = torch.autograd.grad(energy_rows(model, {**other, name: x}).sum(), x)
     return grad.reshape(size)
 
 
@@ -285,7 +324,7 @@ def discrete_graph(
         for chunk in states.split(max(1, CHUNK_ENTRIES // domain.size)):
             m = chunk.shape[0]
             state = {**{b: v.expand(m, *v.shape[1:]) for b, v in context.items()}, name: chunk.reshape(m, *domain.shape)}
-            energies.append(model.energy(state).double())
+            energies.append(energy_rows(model, state).double())
         e = torch.cat(energies)
         e0, e1, e2 = e[0], e[1 : n_sites + 1], e[n_sites + 1 :].reshape(n_sites, n_sites)
         mixed = e2 - e1.unsqueeze(0) - e1.unsqueeze(1) + e0
@@ -322,7 +361,7 @@ def verify(
     x = sites_view(domain.random(r, generator=generator, dtype=model.dtype), domain).to(model.device)
     other = alternatives(x, domain, generator)
     with torch.no_grad():
-        e0 = model.energy({**ctx, name: x.reshape(r, *domain.shape)}).double()
+        e0 = energy_rows(model, {**ctx, name: x.reshape(r, *domain.shape)}).double()
         e1 = []
         rows = max(1, CHUNK_ENTRIES // (r * domain.size))
         for start in range(0, n_sites, rows):
@@ -331,7 +370,7 @@ def verify(
             moved = x.unsqueeze(1).repeat(1, m, 1, 1)  # (r, m, N, k): copy j moves site start + j
             moved[:, torch.arange(m), sites] = other[:, sites]
             rep = {b: v.expand(r * m, *v.shape[1:]) for b, v in context.items()}
-            e1.append(model.energy({**rep, name: moved.reshape(r * m, *domain.shape)}).double().reshape(r, m))
+            e1.append(energy_rows(model, {**rep, name: moved.reshape(r * m, *domain.shape)}).double().reshape(r, m))
         delta = torch.cat(e1, 1) - e0.unsqueeze(1)
         tol = _tolerance(model.dtype, e0.abs().max() + delta.abs().sum(1).max())
         for c, sites in enumerate(colors):
@@ -340,7 +379,7 @@ def verify(
                 continue
             moved = x.clone()
             moved[:, subset] = other[:, subset]
-            e = model.energy({**ctx, name: moved.reshape(r, *domain.shape)}).double()
+            e = energy_rows(model, {**ctx, name: moved.reshape(r, *domain.shape)}).double()
             if ((e - e0) - delta[:, subset].sum(1)).abs().max() > tol:
                 return f"moving several sites of colour {c} together changes the energy by more than their separate changes"
     if affine:
@@ -408,7 +447,14 @@ def structure(
     entry = cached.get(name)
     if entry is not None and entry[0] == key:
         return entry[1]
-    result = _build(model, name, state, coloring, seed)
+    global _FIXED_BATCH
+    fixed = [needs_fixed_batch(m, state) for m in _inner_models(model)]
+    _FIXED_BATCH = next((f for f in fixed if f is not None), None)
+    try:
+        result = _build(model, name, state, coloring, seed)
+    finally:
+        _FIXED_BATCH = None
+    result.fixed_batch = next((f for f in fixed if f is not None), None)
     cached[name] = (key, result)
     return result
 

@@ -173,7 +173,7 @@ class Gibbs(Sampler):
                 state[name] = state[name].clone()
                 bad = None
                 for sites in s.colors:
-                    count = update_color(model, name, domain, state, sites, s.affine, generator)
+                    count = update_color(model, name, domain, state, sites, s.affine, generator, s.fixed_batch)
                     bad = count if bad is None else bad + count
             first = (nan_sweep[name] < 0) & (bad > 0)
             nan_sweep[name] = torch.where(first, sampler_state.n_sweeps, nan_sweep[name])

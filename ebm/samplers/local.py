@@ -97,6 +97,7 @@ def update_color(
     sites: torch.Tensor,
     affine: bool,
     generator: torch.Generator | None,
+    fixed_batch: int | None = None,
 ) -> torch.Tensor:
     """Redraw the sites ``sites`` (flat indices, one colour) of block ``name`` in place from
     their heat-bath conditionals; returns the per-chain count ``(n,)`` of NaN energies and
@@ -107,7 +108,7 @@ def update_color(
             energy, grad = affine_differences(model, name, domain, state)
             logits = -grad.index_select(1, sites)  # (n, |c|, q): the q energies up to a per-site constant
         else:
-            logits = -_exact_energies(model, name, domain, state, sites)
+            logits = -_exact_energies(model, name, domain, state, sites, fixed_batch)
         bad = torch.isnan(logits).any(-1)
         gumbel = -(-_uniform(logits.shape, logits, generator).log()).log()
         codes = torch.where(bad, x.index_select(1, sites).argmax(-1), (logits + gumbel).argmax(-1))
@@ -120,7 +121,7 @@ def update_color(
             energy, grad = affine_differences(model, name, domain, state)
             delta = (flipped - current) * grad[..., 0].index_select(1, sites)
         else:
-            energies = _exact_energies(model, name, domain, state, sites)  # (n, |c|, 2): current, flipped
+            energies = _exact_energies(model, name, domain, state, sites, fixed_batch)  # (n, |c|, 2): current, flipped
             delta = energies[..., 1] - energies[..., 0]
         u = _uniform(delta.shape, delta, generator)
         # u < sigmoid(-delta) is false for NaN: the site keeps its value
@@ -146,15 +147,20 @@ def repeated_energy(model, state: Mapping[str, torch.Tensor], repeat: int) -> to
     return model.energy(state)
 
 
-def _exact_energies(model, name: str, domain: Domain, state: Mapping[str, torch.Tensor], sites: torch.Tensor):
+def _exact_energies(
+    model, name: str, domain: Domain, state: Mapping[str, torch.Tensor], sites: torch.Tensor, fixed_batch=None
+):
     """``E`` with each site of ``sites`` set to each of its values, the others as in ``state``:
     ``(n, |c|, k)`` (two-valued: value 0 is the current one, 1 the flipped one; Categorical:
-    value ``v`` is category ``v``)."""
+    value ``v`` is category ``v``). A model with per-chain parameters (``fixed_batch``) is
+    evaluated one (site, value) at a time over all chains."""
     x = sites_view(state[name], domain)
     n = x.shape[0]
     k = domain.n_values
     if isinstance(domain, Categorical):
         values = torch.eye(k, dtype=x.dtype, device=x.device)  # (k, q)
+    if fixed_batch is not None:
+        return _exact_energies_per_chain(model, name, domain, state, sites)
     out = []
     per_state = max(1, domain.size)
     step = max(1, EXACT_ENTRIES // (per_state * n * k))
@@ -176,3 +182,19 @@ def _exact_energies(model, name: str, domain: Domain, state: Mapping[str, torch.
         energy = repeated_energy(model, {**rep, name: moved.reshape(batch, *domain.shape)}, m * k)
         out.append(energy.reshape(n, m, k))
     return torch.cat(out, 1)
+
+
+def _exact_energies_per_chain(model, name, domain, state, sites):
+    x = sites_view(state[name], domain)
+    k = domain.n_values
+    out = torch.empty(x.shape[0], len(sites), k, dtype=x.dtype, device=x.device)
+    for a, site in enumerate(sites.tolist()):
+        for v in range(k):
+            moved = x.clone()
+            if isinstance(domain, Categorical):
+                moved[:, site] = 0
+                moved[:, site, v] = 1
+            elif v == 1:
+                moved[:, site] = domain.flip(x[:, site])
+            out[:, a, v] = model.energy({**state, name: moved.reshape(state[name].shape)})
+    return out

@@ -256,7 +256,7 @@ def hessian_graph(
         found_cols.append((r + start).cpu())
         found_vals.append(column[r, c].cpu())
     rows, cols, vals = torch.cat(found_rows), torch.cat(found_cols), torch.cat(found_vals)
-    hessian = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (size, size)).coalesce()
+    hessian = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (size, size), check_invariants=False).coalesce()
     adjacency = torch.zeros(n_sites, n_sites, dtype=torch.bool)
     adjacency[rows // k, cols // k] = True
     affine = not bool(adjacency.diagonal().any())
@@ -528,9 +528,11 @@ def _with_quadratic(result: Structure, inner, name, state, found, generator) -> 
     domain = model.variables[name]
     k = domain.size // domain.n_sites
     rows = []
-    for sites in result.colors:
-        entries = (sites.cpu().unsqueeze(1) * k + torch.arange(k)).reshape(-1)
-        rows.append(hessian.index_select(0, entries).to(model.device).to_sparse_csr())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        for sites in result.colors:
+            entries = (sites.cpu().unsqueeze(1) * k + torch.arange(k)).reshape(-1)
+            rows.append(hessian.index_select(0, entries).to(model.device).to_sparse_csr())
     result.rows, result.bias = rows, (bias if bool(bias.any()) else None)
     return result
 

@@ -9,6 +9,8 @@ from lattice_models import Potts
 import ebm
 from ebm.evaluation.enumeration import enumerate_states, n_states
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_random_states_are_one_hot_and_uniform():
     domain = ebm.Categorical(3, 4, 5)

@@ -19,6 +19,9 @@ from stattools import chi_square_pvalue
 import ebm
 from ebm.samplers.coloring import Graph, structure
 
+# Tiny tensors: a second thread only adds synchronisation (and oversubscribes a busy machine).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Fixed seeds make these deterministic; a correct sampler fails at this level in 1 of 10^4
 # seeds (checked over 20 seeds each), a wrong colouring or local difference gives p < 1e-30.
 ALPHA = 1e-4
@@ -35,13 +38,12 @@ def exact_fit(model, n_chains=20_000, burn_in=100, seed=1, sampler=None):
 @pytest.mark.parametrize(
     "make, affine, n_colors",
     [
-        (lambda: Ising(4, 0.4, field=0.1), True, 2),
-        (lambda: Potts(3, 3, 0.6, field=0.3), True, None),
-        (lambda: SpinGlass(10, seed=3), True, None),
-        (lambda: ThreeBody(3, J3=0.25, J2=0.2), True, None),
-        (lambda: CurieWeiss(8, J=0.4), False, 8),
+        pytest.param(lambda: Ising(4, 0.4, field=0.1), True, 2, id="ising-4x4"),
+        pytest.param(lambda: Potts(3, 3, 0.6, field=0.3), True, None, id="potts-q3-3x3", marks=pytest.mark.slow),
+        pytest.param(lambda: SpinGlass(10, seed=3), True, None, id="spin-glass"),
+        pytest.param(lambda: ThreeBody(3, J3=0.25, J2=0.2), True, None, id="three-body", marks=pytest.mark.slow),
+        pytest.param(lambda: CurieWeiss(8, J=0.4), False, 8, id="curie-weiss", marks=pytest.mark.slow),
     ],
-    ids=["ising-4x4", "potts-q3-3x3", "spin-glass", "three-body", "curie-weiss"],
 )
 def test_joint_matches_enumeration(make, affine, n_colors):
     model = make()
@@ -52,6 +54,7 @@ def test_joint_matches_enumeration(make, affine, n_colors):
     assert exact_fit(model) > ALPHA
 
 
+@pytest.mark.slow
 def test_boltzmann_machine_with_lateral_couplings():
     model = LateralBM(5, 3)
     assert len(structure(model, "h", model.random_state(1)).colors) == 1  # hidden units never interact

@@ -455,14 +455,13 @@ def structure(
     finally:
         _FIXED_BATCH = None
     result.fixed_batch = next((f for f in fixed if f is not None), None)
-    cached[name] = (key, result)
+    cached[name] = (key, result, coloring)  # holding the colouring keeps its id from being reused
     return result
 
 
 def _coloring_key(coloring: object) -> object:
-    if coloring is None:
-        return None
-    return id(coloring)
+    # identity, not content (no per-step cost); the cache entry holds the object alive
+    return None if coloring is None else id(coloring)
 
 
 def _context(model: EnergyModel, name: str, state: Mapping[str, torch.Tensor], generator) -> dict:

@@ -70,8 +70,11 @@ class Gibbs(Sampler):
     block is discovered once per model and parameter values (``ebm.samplers.coloring``),
     coloured greedily, and all sites of a colour, which are conditionally independent, are
     drawn at once from their exact heat-bath conditionals (``ebm.samplers.local``). A sweep
-    costs one energy forward+backward pass per colour for energies affine in every site (2
-    for a square lattice), else ``(k - 1)·N`` batched energy evaluations (k values a site).
+    costs one sparse product per colour for a one-block energy quadratic in its sites
+    (Ising, spin glasses, one-hot Potts: local fields from the discovered Hessian), one
+    energy forward+backward pass per colour for energies affine in every site (2 for a
+    square lattice), else ``(k - 1)·N`` batched energy evaluations (k values a site). See
+    ``docs/structure.md``.
 
     Args:
         blocks: the blocks this sampler updates (default: every non-observed block). Used
@@ -175,6 +178,9 @@ class Gibbs(Sampler):
                 for sites in s.colors:
                     count = update_color(model, name, domain, state, sites, s.affine, generator, s.fixed_batch)
                     bad = count if bad is None else bad + count
+            if name not in nan_count:  # a state saved before these counters existed
+                nan_count[name] = torch.zeros_like(bad)
+                nan_sweep[name] = torch.full_like(bad, -1)
             first = (nan_sweep[name] < 0) & (bad > 0)
             nan_sweep[name] = torch.where(first, sampler_state.n_sweeps, nan_sweep[name])
             nan_count[name] = nan_count[name] + bad

@@ -58,3 +58,13 @@ def test_sampling_keeps_one_hot_states_and_checks_init():
     assert torch.equal(chains["x"].sum(-1), torch.ones(5, 16, 3, 3))
     with pytest.raises(ValueError, match="one-hot"):
         ebm.sample(model, ebm.Gibbs(), init={"x": torch.zeros(2, 3, 3, 4)}, n_steps=2)
+
+
+def test_samples_plot_shows_codes_and_pseudo_likelihood_refuses():
+    from ebm.evaluation.pseudo import pseudo_log_likelihood
+
+    model = Potts(3, 4, 0.5)
+    chains = ebm.sample(model, ebm.Gibbs(), n_chains=4, n_steps=2, seed=0)
+    assert ebm.plot.samples(chains).axes
+    with pytest.raises(ValueError, match="two-valued"):
+        pseudo_log_likelihood(model, {"x": chains.last["x"]})

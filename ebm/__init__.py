@@ -21,7 +21,7 @@ from ebm.samplers.nuts import NUTS
 from ebm.samplers.tempering import ParallelTempering
 from ebm.training.centering import Centering
 from ebm.training.trainer import Trainer, fit
-from ebm.variables import Binary, Real, Spin
+from ebm.variables import Binary, Categorical, Real, Spin
 
 __version__ = "0.1.0"
 
@@ -30,6 +30,7 @@ __all__ = [
     "NUTS",
     "RBM",
     "Binary",
+    "Categorical",
     "CenteredRBM",
     "Centering",
     "Chains",

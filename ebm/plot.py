@@ -523,7 +523,8 @@ def samples(
         image_shape: ``(height, width)`` of one image; default the block's 2-D shape, or a
             square when the number of sites is a square.
         nrow: images per row (default: a square grid).
-        cmap: colormap; values are shown on the range of the states (0..1 for binary).
+        cmap: colormap; values are shown on the range of the states (0..1 for binary; the
+            codes 0..q-1 for one-hot ``Categorical`` lattices ``(n, H, W, q)``).
         ax: draw into this Axes.
     """
     if isinstance(x, Chains):
@@ -536,6 +537,8 @@ def samples(
         if states.dim() < 2:
             raise ValueError(f"states must be (n, *shape), got shape {tuple(states.shape)}")
     states = states[:n].double()
+    if states.dim() == 4 and bool(((states == 0) | (states == 1)).all()) and bool((states.sum(-1) == 1).all()):
+        states = states.argmax(-1).double()  # one-hot Categorical sites (n, H, W, q): show the codes
     shape = tuple(states.shape[1:])
     h, w = _image_shape(math.prod(shape), shape, image_shape, name)
     images = _numpy(states.reshape(-1, h, w))

@@ -142,6 +142,28 @@ def divergence_advice(sampler: object, burn_in: int) -> str:
     )
 
 
+def nan_energy_problems(chains: Chains) -> list[str]:
+    """One line per block in which ``ebm.Gibbs`` met NaN energy differences (its
+    ``nan_energy_<block>`` / ``nan_sweep_<block>`` records, counted on the device)."""
+    lines = []
+    for key, counts in chains.stats.items():
+        if not key.startswith("nan_energy_") or counts.shape[0] == 0:
+            continue
+        block = key[len("nan_energy_") :]
+        total = int(counts[-1].sum())
+        if not total:
+            continue
+        sweeps = chains.stats.get(f"nan_sweep_{block}")
+        first = ""
+        if sweeps is not None and bool((sweeps[-1] >= 0).any()):
+            first = f", first at sweep {int(sweeps[-1][sweeps[-1] >= 0].min())} (burn-in included)"
+        lines.append(
+            f"{total} NaN energy differences in block '{block}'{first}: those sites kept their values, so the draws "
+            f"do not follow the model there. Find where the energy gives NaN (log of 0, 0/0, inf - inf)."
+        )
+    return lines
+
+
 def warn_unreliable(chains: Chains, sampler: Sampler | None = None, burn_in: int = 0) -> None:
     """One ``RuntimeWarning`` listing what makes the draws unreliable (divergences, R-hat,
     low ESS of the checked sites, see ``check``) with advice; silent when nothing is."""
@@ -153,6 +175,7 @@ def warn_unreliable(chains: Chains, sampler: Sampler | None = None, burn_in: int
             f"{chains.n_divergent} divergent transition(s) after burn-in (NaN/inf energy or gradient, or a huge energy "
             f"error), all rejected{named}. {divergence_advice(sampler, burn_in)}"
         )
+    lines += nan_energy_problems(chains)
     if chains.n_draws >= 4:
         mixing = check(chains).problems()
         if mixing:

@@ -1,9 +1,10 @@
-"""Domains of the variable blocks of an energy model: ``Binary``, ``Spin`` and ``Real``.
+"""Domains of the variable blocks of an energy model: ``Binary``, ``Spin``, ``Categorical`` and ``Real``.
 
 A domain knows its event shape, how to draw a random initial state for a batch of chains,
-and how to check that data lies in its support. Discrete domains (``Binary``, ``Spin``)
-also know their two values, which lets samplers flip sites and lets exact evaluation
-enumerate states.
+and how to check that data lies in its support. Discrete domains know their sites and the
+number of values a site takes (``n_sites``, ``n_values``), which lets samplers update sites
+and lets exact evaluation enumerate states; the two-valued ones (``Binary``, ``Spin``) also
+know their two values.
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ class Domain:
 
     @property
     def size(self) -> int:
-        """Number of scalar sites in one state of the block."""
+        """Number of scalar entries in one state of the block."""
         return math.prod(self.shape)
+
+    @property
+    def n_sites(self) -> int:
+        """Number of sites (variables) in one state: ``size`` except for one-hot ``Categorical``."""
+        return self.size
+
+    #: values one site of a discrete domain takes (2 for Binary/Spin, q for Categorical)
+    n_values: int = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(map(str, self.shape))})"
@@ -67,6 +76,7 @@ class Domain:
 
 class _TwoValued(Domain):
     discrete = True
+    n_values = 2
 
     def random(self, n, *, generator=None, dtype=None, device=None):
         bits = torch.rand((n, *self.shape), generator=generator, dtype=dtype, device=device) < 0.5
@@ -111,3 +121,61 @@ class Real(Domain):
 
     def random(self, n, *, generator=None, dtype=None, device=None):
         return torch.randn((n, *self.shape), generator=generator, dtype=dtype, device=device)
+
+
+class Categorical(Domain):
+    """Categorical (Potts) sites, each taking one of ``n_categories`` values, one-hot encoded.
+
+    ``Categorical(q, L, L)`` is an ``L x L`` lattice of q-state sites. A state of a batch has
+    shape ``(batch, L, L, q)``: the last dimension is the one-hot code of the site's value
+    (``x.argmax(-1)`` gives the integer codes, ``torch.nn.functional.one_hot(codes, q)``
+    encodes them), in the model's floating dtype. One-hot states make the Potts energy
+    ``-J * (x * x.roll(1, -2)).sum((-3, -2, -1))`` (a sum of ``δ(s_i, s_j)``) affine in every
+    site, so ``ebm.Gibbs`` gets all q energy changes of many sites from one autograd pass.
+
+    Args:
+        n_categories: q >= 2.
+        *shape: the shape of the lattice of sites (without the one-hot dimension).
+    """
+
+    discrete = True
+
+    def __init__(self, n_categories: int, *shape: int):
+        if isinstance(n_categories, bool) or not isinstance(n_categories, int) or n_categories < 2:
+            raise ValueError(f"Categorical needs n_categories >= 2 (an integer), got {n_categories!r}")
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
+            shape = tuple(shape[0])
+        super().__init__(*shape, n_categories)
+        self.n_values = n_categories
+        self.sites = self.shape[:-1]
+
+    @property
+    def n_sites(self) -> int:
+        return self.size // self.n_values
+
+    def __repr__(self) -> str:
+        return f"Categorical({self.n_values}, {', '.join(map(str, self.sites))})"
+
+    def random(self, n, *, generator=None, dtype=None, device=None):
+        codes = torch.randint(self.n_values, (n, *self.sites), generator=generator, device=device)
+        return self.from_codes(codes, dtype=dtype)
+
+    def from_codes(self, codes: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """One-hot states ``(*codes.shape, q)`` from integer codes in ``0..q-1``."""
+        return torch.nn.functional.one_hot(codes.long(), self.n_values).to(dtype or torch.get_default_dtype())
+
+    def validate(self, name, x):
+        super().validate(name, x)
+        bad_value = (x != 0) & (x != 1)
+        if bad_value.any():
+            raise ValueError(
+                f"block '{name}' is {self!r}, one-hot encoded: entries must be 0 or 1, "
+                f"found {x[bad_value][0].item():g}; encode integer codes with "
+                f"torch.nn.functional.one_hot(codes, {self.n_values})"
+            )
+        bad_site = x.sum(-1) != 1
+        if bad_site.any():
+            raise ValueError(
+                f"block '{name}' is {self!r}, one-hot encoded: every site needs exactly one 1 along the "
+                f"last dimension; {int(bad_site.sum())} site(s) do not"
+            )

@@ -1,7 +1,8 @@
 """A user-written energy: the 2-D Ising model, sampled by ebm's generic Gibbs sampler.
 
-The model is one ``energy()`` method; it has no ``conditional()``, so ``ebm.Gibbs`` updates
-it site by site from energy differences (the heat-bath rule). Each chain carries its own
+The model is one ``energy()`` method; it has no ``conditional()``, so ``ebm.Gibbs`` finds its
+interaction graph, colours it (a checkerboard) and updates each colour in one batched
+heat-bath step from exact energy differences. Each chain carries its own
 inverse temperature, so one ``ebm.sample`` call runs every temperature at once.
 
 The magnetisation and energy per spin are compared with Onsager's exact results for the

@@ -55,6 +55,9 @@ def pseudo_log_likelihood(
     continuous = [k for k, d in zip(names, domains, strict=True) if not d.discrete]
     if continuous:
         raise ValueError(f"pseudo-likelihood here needs discrete observed blocks; {continuous} are continuous")
+    many = [k for k, d in zip(names, domains, strict=True) if d.n_values != 2]
+    if many:
+        raise ValueError(f"pseudo-likelihood here needs two-valued blocks (Binary, Spin); {many} are Categorical")
     flat = torch.cat([data[k].reshape(n, -1) for k in names], dim=1)
     # flipping a two-valued site maps x to (down + up) - x
     total = torch.cat([flat.new_full((d.size,), sum(d.values)) for d in domains])

@@ -10,6 +10,8 @@ from torch.distributions import Bernoulli, Independent, MultivariateNormal, Norm
 
 from ebm.model import EnergyModel, checked_energy
 from ebm.samplers.base import Sampler, SamplerState
+from ebm.samplers.coloring import Structure, structure
+from ebm.samplers.local import quadratic_sweep, update_color
 from ebm.variables import Domain
 
 
@@ -46,27 +48,51 @@ def draw(dist: torch.distributions.Distribution, domain: Domain, generator: torc
 @dataclass
 class GibbsState(SamplerState):
     """Gibbs sampler state: the chains plus, per updated block, how it is updated
-    (``"conditional"`` or ``"sitewise"``)."""
+    (``"conditional"`` or ``"colored"``), and per coloured block the per-chain count of NaN
+    energy differences so far and the sweep of the first one (``-1``: none), on the device.
+
+    Attributes:
+        n_sweeps: sweeps taken since ``init``.
+    """
 
     plan: dict[str, str] = field(default_factory=dict)
+    nan_count: dict[str, torch.Tensor] = field(default_factory=dict)
+    nan_sweep: dict[str, torch.Tensor] = field(default_factory=dict)
+    n_sweeps: int = 0
 
 
 class Gibbs(Sampler):
     """Block Gibbs sampler: updates each non-observed block in turn from its conditional.
 
     A block whose model defines ``conditional`` is drawn from it in one batched step (the
-    RBM's eq. 14-15). A discrete block without one is updated exactly, site by site, from
-    energy differences: site ``i`` flips with probability ``sigmoid(E(x) - E(x with i
-    flipped))``, the heat-bath rule, batched over chains. This makes any user energy over
-    ``Binary``/``Spin`` blocks samplable; it costs one energy evaluation per site.
+    RBM's eq. 14-15). A discrete block (``Binary``, ``Spin``, ``Categorical``) without one
+    is updated by graph-coloured block Gibbs: the interaction graph of the energy in that
+    block is discovered once per model and parameter values (``ebm.samplers.coloring``),
+    coloured greedily, and all sites of a colour, which are conditionally independent, are
+    drawn at once from their exact heat-bath conditionals (``ebm.samplers.local``). A sweep
+    costs one sparse product per colour for a one-block energy quadratic in its sites
+    (Ising, spin glasses, one-hot Potts: local fields from the discovered Hessian), one
+    energy forward+backward pass per colour for energies affine in every site (2 for a
+    square lattice), else ``(k - 1)·N`` batched energy evaluations (k values a site). See
+    ``docs/structure.md``.
 
     Args:
         blocks: the blocks this sampler updates (default: every non-observed block). Used
             when Gibbs is one part of a composite sampler.
+        coloring: optional, for blocks without ``conditional``: integer colour labels of the
+            block's site shape (e.g. ``(i + j) % 2`` for a checkerboard), or an
+            ``ebm.samplers.coloring.Graph`` of edges to colour greedily; a dict
+            ``{block: ...}`` for several blocks. It is verified against the energy and a
+            wrong one raises ``ValueError`` naming two interacting sites of one colour.
+
+    Info per step, per coloured block, ``(n_chains,)``: ``nan_energy_<block>``, the NaN energy
+    differences met so far (those sites keep their values), and ``nan_sweep_<block>``, the
+    sweep of the first (``-1``: none); ``ebm.sample`` warns once at the end.
     """
 
-    def __init__(self, blocks: Iterable[str] | None = None):
+    def __init__(self, blocks: Iterable[str] | None = None, coloring: object = None):
         self.blocks = None if blocks is None else tuple(blocks)
+        self.coloring = coloring
 
     def init(self, model, state, observed=(), generator=None) -> GibbsState:
         observed = frozenset(observed)
@@ -79,7 +105,35 @@ class Gibbs(Sampler):
         plan = {}
         for name in names:
             plan[name] = self._plan(model, name, state)
-        return GibbsState(dict(state), observed, plan)
+        colored = [k for k, how in plan.items() if how == "colored"]
+        self._check_coloring(model, colored)
+        n = next(iter(state.values())).shape[0]
+        device = next(iter(state.values())).device
+        for name in colored:
+            self._structure(model, name, state)  # discover (or verify the user's colouring) now
+        return GibbsState(
+            dict(state),
+            observed,
+            plan,
+            nan_count={k: torch.zeros(n, dtype=torch.long, device=device) for k in colored},
+            nan_sweep={k: torch.full((n,), -1, dtype=torch.long, device=device) for k in colored},
+        )
+
+    def _check_coloring(self, model: EnergyModel, colored: list[str]) -> None:
+        if self.coloring is None or not isinstance(self.coloring, Mapping):
+            if self.coloring is not None and len(colored) != 1:
+                raise ValueError(
+                    f"Gibbs(coloring=...) without block names needs exactly one block without conditional(), "
+                    f"found {colored}; pass a dict {{block: coloring}}"
+                )
+            return
+        unknown = [k for k in self.coloring if k not in colored]
+        if unknown:
+            raise ValueError(f"Gibbs(coloring=...) names block(s) {unknown}, but the coloured blocks are {colored}")
+
+    def _structure(self, model: EnergyModel, name: str, state: Mapping[str, torch.Tensor]) -> Structure:
+        coloring = self.coloring.get(name) if isinstance(self.coloring, Mapping) else self.coloring
+        return structure(model, name, state, coloring)
 
     @staticmethod
     def _plan(model: EnergyModel, name: str, state: Mapping[str, torch.Tensor]) -> str:
@@ -90,10 +144,10 @@ class Gibbs(Sampler):
                 dist = model.conditional(name, state)
         except NotImplementedError:
             if domain.discrete:
-                # The site-wise rule computes with energies: check one now, before any step.
+                # The coloured update computes with energies: check one now, before any step.
                 with torch.no_grad():
                     checked_energy(model, state)
-                return "sitewise"
+                return "colored"
             raise TypeError(
                 f"Gibbs cannot update the {domain!r} block '{name}': the model has no conditional() for it. "
                 f"Use ebm.Langevin or ebm.HMC for continuous blocks."
@@ -108,26 +162,29 @@ class Gibbs(Sampler):
 
     def step(self, model, sampler_state, generator=None, adapt=False):
         state = dict(sampler_state.state)
+        nan_count, nan_sweep = dict(sampler_state.nan_count), dict(sampler_state.nan_sweep)
+        info = {}
         for name, how in sampler_state.plan.items():
             domain = model.variables[name]
             if how == "conditional":
                 state[name] = draw(model.conditional(name, state), domain, generator)
+                continue
+            s = self._structure(model, name, state)
+            if s.rows is not None:
+                bad = quadratic_sweep(model, name, domain, state, s, generator)
             else:
-                state[name] = self._sitewise(model, name, domain, state, generator)
-        return GibbsState(state, sampler_state.observed, sampler_state.plan), {}
-
-    @staticmethod
-    def _sitewise(model, name, domain, state, generator):
-        x = state[name].clone()
-        state = {**state, name: x}
-        flat = x.view(x.shape[0], -1)
-        energy = checked_energy(model, state)
-        u = torch.rand(flat.shape, generator=generator, dtype=energy.dtype, device=energy.device)
-        for i in range(flat.shape[1]):
-            old = flat[:, i].clone()
-            flat[:, i] = domain.flip(old)
-            flipped = model.energy(state)
-            accept = u[:, i] < torch.sigmoid(energy - flipped)
-            flat[:, i] = torch.where(accept, flat[:, i], old)
-            energy = torch.where(accept, flipped, energy)
-        return x
+                state[name] = state[name].clone()
+                bad = None
+                for sites in s.colors:
+                    count = update_color(model, name, domain, state, sites, s.affine, generator, s.fixed_batch)
+                    bad = count if bad is None else bad + count
+            if name not in nan_count:  # a state saved before these counters existed
+                nan_count[name] = torch.zeros_like(bad)
+                nan_sweep[name] = torch.full_like(bad, -1)
+            first = (nan_sweep[name] < 0) & (bad > 0)
+            nan_sweep[name] = torch.where(first, sampler_state.n_sweeps, nan_sweep[name])
+            nan_count[name] = nan_count[name] + bad
+            info[f"nan_energy_{name}"] = nan_count[name]
+            info[f"nan_sweep_{name}"] = nan_sweep[name]
+        new = GibbsState(state, sampler_state.observed, sampler_state.plan, nan_count, nan_sweep, sampler_state.n_sweeps + 1)
+        return new, info

@@ -429,7 +429,7 @@ class Trainer:
             cheap.add("recon")
         except ValueError:
             pass
-        if all(model.variables[k].discrete for k in data):
+        if all(model.variables[k].discrete and model.variables[k].n_values == 2 for k in data):
             available.append("pseudo_ll")
             cheap.add("pseudo_ll")
         try:

@@ -42,6 +42,9 @@ class Langevin(GradientSampler):
         adapt_mass: tune the diagonal ``M⁻¹`` from burn-in draws (default as above).
         per_chain: adapt one step size and mass per chain instead of shared values.
         mass_estimator: ``"gradient"`` or ``"variance"``; see ``ebm.samplers.adaptation``.
+        dense_mass: a dense ``M⁻¹ = L Lᵀ`` estimated across chains: the proposal is the one
+            above in whitened coordinates ``x = L z``.
+        rescue: restart chains stuck during burn-in from healthy ones (``ebm.samplers.rescue``).
         target_accept: default 0.574, optimal for MALA in high dimension (Roberts & Rosenthal 1998).
         blocks: the blocks to update (default: all non-observed ones), e.g. in a composite.
 
@@ -61,6 +64,8 @@ class Langevin(GradientSampler):
         adapt_mass: bool | None = None,
         per_chain: bool = False,
         mass_estimator: str = "gradient",
+        dense_mass: bool = False,
+        rescue: bool = True,
         target_accept: float | None = None,
         blocks: Iterable[str] | None = None,
     ):
@@ -72,6 +77,8 @@ class Langevin(GradientSampler):
             adapt_mass=metropolis if adapt_mass is None else adapt_mass,
             per_chain=per_chain,
             mass_estimator=mass_estimator,
+            dense_mass=dense_mass,
+            rescue=rescue,
             target_accept=target_accept,
             blocks=blocks,
         )
@@ -79,6 +86,8 @@ class Langevin(GradientSampler):
         self.noise_scale = float(noise_scale)
 
     def transition(self, model, s: GradientState, generator):
+        if s.dense:
+            return self._dense_transition(model, s, generator)
         x, energy, grad = s.position, s.energy, s.grad
         drift_scale = s.step_size * s.inv_mass
         noise_sd = (2 * drift_scale).sqrt_().mul_(self.noise_scale)
@@ -89,6 +98,23 @@ class Langevin(GradientSampler):
         # Reverse move x' -> x in units of the proposal's noise: q(x | x') ∝ exp(-|back|²/2).
         back = (x - proposal + drift_scale * new_grad) / noise_sd
         log_ratio = energy - new_energy + 0.5 * (noise.square().sum(-1) - back.square().sum(-1))
+        return self._decide(x, energy, grad, proposal, new_energy, new_grad, log_ratio, finite, generator)
+
+    def _dense_transition(self, model, s: GradientState, generator):
+        """The same proposal in whitened coordinates ``z`` (``x = x0 + L z``, identity mass)."""
+        x, energy, grad, factor = s.position, s.energy, s.grad, s.mass_factor
+        step_size = s.step_size.reshape(())
+        noise_sd = (2 * step_size).sqrt() * self.noise_scale
+        noise = self.normal(x, generator)
+        z = noise_sd * noise - step_size * (grad @ factor)
+        proposal = x + z @ factor.T
+        new_energy, new_grad = energy_and_grad(model, s.layout, s.state, proposal)
+        finite = finite_rows(new_energy, new_grad)
+        back = (-z + step_size * (new_grad @ factor)) / noise_sd
+        log_ratio = energy - new_energy + 0.5 * (noise.square().sum(-1) - back.square().sum(-1))
+        return self._decide(x, energy, grad, proposal, new_energy, new_grad, log_ratio, finite, generator)
+
+    def _decide(self, x, energy, grad, proposal, new_energy, new_grad, log_ratio, finite, generator):
         accept_prob, accepted = self.metropolis_accept(log_ratio, finite, generator)
         if not self.metropolis:
             accepted = finite

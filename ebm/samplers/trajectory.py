@@ -1,0 +1,114 @@
+"""Trajectory length of HMC tuned across chains during warm-up: ChEES (Hoffman, Radul &
+Sountsov 2021, "An adaptive MCMC scheme for setting trajectory lengths in Hamiltonian
+Monte Carlo"; BlackJAX's ``chees_adaptation``), written for ``ebm``'s batched chains.
+
+Jittered trajectories. Transition ``t`` runs ``n_t = ceil(u_t · T / ε)`` leapfrog steps
+(at least 1, at most ``max_leapfrog``), the same for every chain, where ``u_t`` in (0, 1) is
+the van der Corput (base-2 Halton) sequence. Jitter breaks the near-periodic orbits a fixed
+length can hit; a low-discrepancy ``u_t`` covers (0, 1) evenly with no random numbers and no
+host sync. Every kernel of the sequence leaves the target invariant (each is HMC with a
+fixed length), so the chains stay exact.
+
+ChEES. With ``z`` the position in whitened coordinates (``z = L⁻¹ x`` for ``M⁻¹ = L Lᵀ``),
+``m`` the mean over chains, the criterion ``¼ E[(|z' − m'|² − |z − m|²)²]`` measures how far a
+transition moves the chains' spread; its derivative with respect to ``log T`` is, per chain,
+``u_t T (|z' − m'|² − |z − m|²) (z' − m') · v'`` (``z'``, ``v'``: end point and velocity of the
+proposal, ``m'`` the acceptance-weighted mean of the proposals). Averaged over the healthy
+non-divergent chains, weighted by acceptance probability, it drives Adam ascent on
+``log T`` (learning rate ``LEARNING_RATE``, each update clipped to ±``MAX_UPDATE``); the
+trajectory used is the moving average of the iterates with weights ``t^-½`` (as BlackJAX).
+
+Host syncs: the leapfrog count must be a Python integer, so ``T / ε`` is read from the
+device once every ``CHECK_EVERY`` warm-up steps and once at the end of warm-up, never
+while sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+#: Adam's learning rate on log T
+LEARNING_RATE = 0.05
+#: largest change of log T in one update (BlackJAX and TFP: ~log(2)/2)
+MAX_UPDATE = 0.35
+BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+
+
+def halton(t: int) -> float:
+    """The ``t``-th (from 0) van der Corput number in base 2, in (0, 1): 0.5, 0.25, 0.75, ..."""
+    t += 1
+    value, base = 0.0, 0.5
+    while t:
+        value += base * (t & 1)
+        t >>= 1
+        base *= 0.5
+    return value
+
+
+def leapfrog_count(t: int, scale: float, max_leapfrog: int) -> int:
+    """Jittered number of leapfrog steps of transition ``t`` for ``T / ε = scale``."""
+    return max(1, min(max_leapfrog, math.ceil(halton(t) * scale)))
+
+
+@dataclass
+class TrajectoryState:
+    """ChEES's Adam iterate on ``log T`` during warm-up (scalar tensors on the device).
+
+    Attributes:
+        log_length: current iterate of ``log T``.
+        log_average: moving average of the iterates (the ``log T`` in use).
+        moment1, moment2: Adam's moment estimates.
+        n_updates: updates so far.
+    """
+
+    log_length: torch.Tensor
+    log_average: torch.Tensor
+    moment1: torch.Tensor
+    moment2: torch.Tensor
+    n_updates: int = 0
+
+    @classmethod
+    def start(cls, length: torch.Tensor) -> TrajectoryState:
+        log = length.log()
+        return cls(log.clone(), log.clone(), torch.zeros_like(log), torch.zeros_like(log))
+
+    def update(self, gradient: torch.Tensor) -> torch.Tensor:
+        """One Adam ascent step with ``gradient`` (d ChEES / d log T); returns the new ``T``."""
+        self.n_updates += 1
+        t = self.n_updates
+        gradient = torch.nan_to_num(gradient, nan=0.0, posinf=0.0, neginf=0.0)
+        self.moment1 = BETA1 * self.moment1 + (1 - BETA1) * gradient
+        self.moment2 = BETA2 * self.moment2 + (1 - BETA2) * gradient.square()
+        m_hat = self.moment1 / (1 - BETA1**t)
+        v_hat = self.moment2 / (1 - BETA2**t)
+        step = (LEARNING_RATE * m_hat / (v_hat.sqrt() + ADAM_EPS)).clamp(-MAX_UPDATE, MAX_UPDATE)
+        self.log_length = self.log_length + step
+        weight = t**-0.5
+        self.log_average = (1 - weight) * self.log_average + weight * self.log_length
+        return self.log_average.exp()
+
+
+def chees_gradient(
+    start: torch.Tensor,
+    end: torch.Tensor,
+    velocity: torch.Tensor,
+    accept_prob: torch.Tensor,
+    usable: torch.Tensor,
+    jittered_length: torch.Tensor,
+) -> torch.Tensor:
+    """ChEES's derivative with respect to ``log T`` (a scalar), from whitened ``(n_chains, D)``
+    start points, proposal end points and end velocities, ``(n_chains,)`` acceptance
+    probabilities and ``usable`` rows (finite, not divergent, not stuck), and the jittered
+    trajectory length ``u_t T`` of the transition."""
+    finite = usable & torch.isfinite(end).all(-1) & torch.isfinite(velocity).all(-1)
+    w = torch.where(finite, accept_prob, torch.zeros_like(accept_prob))
+    end = torch.where(finite.unsqueeze(-1), end, torch.zeros_like(end))
+    velocity = torch.where(finite.unsqueeze(-1), velocity, torch.zeros_like(velocity))
+    end_centred = end - (w.unsqueeze(-1) * end).sum(0) / (w.sum() + 1e-20)
+    start_centred = start - start.mean(0)
+    change = end_centred.square().sum(-1) - start_centred.square().sum(-1)
+    per_chain = jittered_length * change * (end_centred * velocity).sum(-1)
+    return (w * per_chain).sum() / (w.sum() + 1e-20)

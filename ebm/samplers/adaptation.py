@@ -37,12 +37,21 @@ Shared estimates pool all chains (within-chain plus between-chain spread); per-c
 use each chain's own draws. Both get Stan's regularisation towards ``1e-3``.
 
 Many chains (shared tuning). A few chains stuck where the step is far too large for them
-must not steer the tuning of all: (1) the step size follows the *harmonic* mean of the
-acceptance probabilities over the chains that are not stuck (ChEES-HMC's statistic,
-Hoffman, Radul & Sountsov 2021: dominated by the chains that accept least, so the step
-fits the hardest region the healthy chains visit); (2) chains found stuck
-(``ebm.samplers.rescue``) are left out of the pooled mass estimate of their window and
-restarted from healthy chains, during warm-up only.
+must not steer the tuning of all, and the regions where they are stuck may be part of the
+target (a funnel's neck, a banana's tails). Two statistics for the shared step size:
+
+- ``"harmonic"`` (HMC with a tuned trajectory length, ChEES-HMC's choice, Hoffman, Radul &
+  Sountsov 2021): the harmonic mean of the acceptance probabilities of all chains. It is
+  dominated by the chains that accept least, so the step fits the hardest region any chain
+  visits, and the tuned trajectory length makes up for the smaller step with more leapfrog
+  steps. On a banana and a funnel this removes the divergences and the frozen tail chains
+  that the plain mean leaves (``benchmarks/posteriors.py``).
+- ``"mean"`` (MALA, HMC with a fixed ``n_leapfrog``): the mean over the chains not found
+  stuck. With one proposal per step, a step sized to the worst chain makes every other
+  chain crawl.
+
+And chains found stuck (``ebm.samplers.rescue``) are left out of the pooled mass estimate
+of their window and restarted from healthy chains, during warm-up only.
 
 Dense mass (``dense=True``, shared only; Stan's ``dense_e``, NumPyro's ``dense_mass``):
 the full inverse mass ``M⁻¹ = Σ`` is estimated from the pooled covariances of positions
@@ -65,6 +74,10 @@ from pyro.ops.dual_averaging import DualAveraging
 from ebm.samplers.rescue import CHECK_EVERY, donors, stuck_chains
 
 MASS_ESTIMATORS = ("variance", "gradient")
+#: largest sampled dimension that gets a dense mass when its choice is left to the sampler:
+#: the dense mass costs a ``(n_chains, D) @ (D, D)`` product per gradient evaluation and a
+#: ``D x D`` eigendecomposition per mass window
+DENSE_MAX_DIM = 128
 
 
 def warmup_schedule(n_steps: int, init_buffer: int, first_window: int, term_buffer: int) -> tuple[int, ...]:
@@ -222,6 +235,11 @@ class AdaptationState:
     dense_g: CrossMoments | None = None
 
 
+def harmonic_mean(accept_prob: torch.Tensor) -> torch.Tensor:
+    """Harmonic mean of ``(n_chains,)`` acceptance probabilities (0 when one is 0)."""
+    return 1.0 / (1.0 / accept_prob).mean()
+
+
 class Adapter:
     """Warm-up tuning of a step size (dual averaging) and an inverse mass (diagonal by
     default, dense on request), with stuck-chain restarts when tuning is shared.
@@ -232,9 +250,13 @@ class Adapter:
         mass: tune the inverse mass.
         per_chain: one step size and mass per chain instead of values shared by all chains.
         mass_estimator: ``"gradient"`` or ``"variance"`` (see the module docstring).
-        dense: a dense inverse mass (shared tuning only).
+        dense: a dense inverse mass (shared tuning only); ``None``: dense when the sampled
+            dimension is at most ``DENSE_MAX_DIM`` (``is_dense``).
         rescue: restart stuck chains from healthy ones during warm-up (shared tuning only;
             ``ebm.samplers.rescue``).
+        statistic: what shared tuning steers towards ``target_accept``: ``"mean"``, the mean
+            acceptance over the chains not found stuck, or ``"harmonic"``, the harmonic mean
+            over all chains (see the module docstring).
         init_buffer: steps of step-size-only tuning before the first mass window.
         first_window: length of the first mass window; later windows double.
         term_buffer: steps of step-size-only tuning after the last mass window.
@@ -248,8 +270,9 @@ class Adapter:
         mass: bool = True,
         per_chain: bool = False,
         mass_estimator: str = "gradient",
-        dense: bool = False,
+        dense: bool | None = False,
         rescue: bool = True,
+        statistic: str = "mean",
         init_buffer: int = 25,
         first_window: int = 25,
         term_buffer: int = 50,
@@ -261,6 +284,8 @@ class Adapter:
             raise ValueError(f"mass_estimator must be one of {MASS_ESTIMATORS}, got {mass_estimator!r}")
         if init_buffer < 0 or first_window < 2 or term_buffer < 1:
             raise ValueError("init_buffer must be >= 0, first_window >= 2 and term_buffer >= 1")
+        if statistic not in ("mean", "harmonic"):
+            raise ValueError(f"statistic must be 'mean' or 'harmonic', got {statistic!r}")
         if dense and per_chain:
             raise ValueError("dense_mass=True estimates one mass from all chains: use it with per_chain=False")
         self.target_accept = target_accept
@@ -268,12 +293,19 @@ class Adapter:
         self.mass = mass
         self.per_chain = per_chain
         self.mass_estimator = mass_estimator
-        self.dense = bool(dense)
+        self.dense = None if dense is None else bool(dense)
+        self.statistic = statistic
         self.rescue = bool(rescue) and not per_chain
         self.init_buffer = init_buffer
         self.first_window = first_window
         self.term_buffer = term_buffer
         self.min_steps = min_steps
+
+    def is_dense(self, dim: int) -> bool:
+        """Whether a ``dim``-dimensional position gets a dense mass."""
+        if self.dense is None:
+            return not self.per_chain and dim <= DENSE_MAX_DIM
+        return self.dense
 
     @property
     def active(self) -> bool:
@@ -285,11 +317,13 @@ class Adapter:
             return ()
         return warmup_schedule(n_steps, self.init_buffer, self.first_window, self.term_buffer)
 
-    def start(self, step_size: torch.Tensor, n_steps: int, n_chains: int = 1, rescue: bool = True) -> AdaptationState | None:
+    def start(
+        self, step_size: torch.Tensor, n_steps: int, n_chains: int = 1, rescue: bool = True, dense: bool = False
+    ) -> AdaptationState | None:
         """Bookkeeping for a burn-in of ``n_steps`` steps of ``n_chains`` chains starting from
         ``step_size`` (``None``: nothing to tune); dual averaging is centred on
         ``log(10 · step_size)``. ``rescue=False`` turns restarts off for this run (chains
-        with targets of their own)."""
+        with targets of their own); ``dense``: the mass is dense (``is_dense``)."""
         if not self.active or n_steps < max(1, self.min_steps):
             return None
         state = AdaptationState(DualAveraging(), Welford(), Welford(), self.schedule(n_steps), total_steps=n_steps)
@@ -300,7 +334,7 @@ class Adapter:
         state.excluded = torch.zeros(n_chains, dtype=torch.bool, device=step_size.device)
         state.healthy = ~state.excluded
         state.rescued = torch.zeros(n_chains, dtype=torch.long, device=step_size.device)
-        if self.dense:
+        if dense:
             state.dense_x, state.dense_g = CrossMoments(), CrossMoments()
         self._restart_dual(state, step_size)
         return state
@@ -362,9 +396,7 @@ class Adapter:
             if self.per_chain:
                 accept = accept_prob.unsqueeze(-1)
             else:
-                # mean over the chains not found stuck: a few stuck ones do not steer the step
-                w = state.healthy.to(accept_prob.dtype)
-                accept = ((w * accept_prob).sum() / w.sum()).reshape(1, 1)
+                accept = self._shared_statistic(state, accept_prob).reshape(1, 1)
             state.dual.step(self.target_accept - accept)
             state.dual_steps += 1
             log_step, _ = state.dual.get_state()
@@ -387,8 +419,15 @@ class Adapter:
             state.accept_sum.zero_()
         return step_size, inv_mass, restart
 
+    def _shared_statistic(self, state: AdaptationState, accept_prob: torch.Tensor) -> torch.Tensor:
+        if self.statistic == "harmonic":
+            return harmonic_mean(accept_prob)
+        # mean over the chains not found stuck: a few stuck ones do not steer the step
+        w = state.healthy.to(accept_prob.dtype)
+        return (w * accept_prob).sum() / w.sum()
+
     def _collect(self, state: AdaptationState, position: torch.Tensor, grad: torch.Tensor) -> None:
-        if self.dense:
+        if state.dense_x is not None:
             w = state.healthy
             state.dense_x.update(position, w)
             if self.mass_estimator == "gradient":
@@ -407,7 +446,7 @@ class Adapter:
             rows = ~(state.excluded | stuck_chains(state.window_accept / steps))
         state.window_accept.zero_()
         state.excluded.zero_()
-        if self.dense:
+        if state.dense_x is not None:
             a = state.dense_x.covariance()
             sigma = a if self.mass_estimator == "variance" else geometric_mean_inverse(a, state.dense_g.covariance())
             state.dense_x.reset()

@@ -165,8 +165,9 @@ class GradientSampler(Sampler):
         adapt_mass: bool = True,
         per_chain: bool = False,
         mass_estimator: str = "gradient",
-        dense_mass: bool = False,
+        dense_mass: bool | None = False,
         rescue: bool = True,
+        accept_statistic: str = "mean",
         target_accept: float | None = None,
         blocks: Iterable[str] | None = None,
     ):
@@ -180,6 +181,7 @@ class GradientSampler(Sampler):
             mass_estimator=mass_estimator,
             dense=dense_mass,
             rescue=rescue,
+            statistic=accept_statistic,
         )
 
     def init(self, model, state, observed=(), generator=None) -> GradientState:
@@ -200,7 +202,7 @@ class GradientSampler(Sampler):
         kw = {"dtype": position.dtype, "device": position.device}
         step_size = torch.full((rows, 1), self.step_size, **kw)
         factor = None
-        if self.adapter.dense:
+        if self.adapter.is_dense(layout.size):
             inv_mass = factor = torch.eye(layout.size, **kw)
             inv_mass = inv_mass.unsqueeze(0)
         else:
@@ -260,7 +262,8 @@ class GradientSampler(Sampler):
         n = s.position.shape[0]
         # chains clamped to different data rows have targets of their own: never swap them
         shared_target = all(bool((s.state[k] == s.state[k][:1]).all()) for k in s.observed)
-        return replace(s, adaptation=self.adapter.start(s.step_size, n_steps, n, rescue=shared_target))
+        adaptation = self.adapter.start(s.step_size, n_steps, n, rescue=shared_target, dense=s.dense)
+        return replace(s, adaptation=adaptation)
 
     def end_adaptation(self, model, sampler_state):
         """Freeze: the step size becomes the dual-averaging average of the terminal buffer."""
@@ -288,8 +291,8 @@ class GradientSampler(Sampler):
             raise ValueError(
                 f"{name} tunes a {kind} step size but the carried state has {s.step_size.shape[0]} for {n} chains"
             )
-        if s.dense != self.adapter.dense:
-            kind = "dense" if self.adapter.dense else "diagonal"
+        if s.dense != self.adapter.is_dense(layout.size):
+            kind = "dense" if not s.dense else "diagonal"
             raise ValueError(f"{name} uses a {kind} mass but the carried state has the other kind: set dense_mass to match")
         return self.refresh(model, replace(s, adaptation=None))
 

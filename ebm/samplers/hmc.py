@@ -89,8 +89,10 @@ class HMC(GradientSampler):
     (``ebm.samplers.trajectory``). ``T`` starts at ``10 ε``.
 
     During burn-in (``ebm.sample(..., burn_in=...)``) ``ε`` is tuned by dual averaging
-    towards ``target_accept`` and the inverse mass ``M⁻¹`` (diagonal, or dense with
-    ``dense_mass=True``) from the burn-in draws; both on by default and shared by all chains
+    towards ``target_accept`` (of the harmonic mean acceptance over chains with a tuned
+    trajectory, of the mean with a fixed ``n_leapfrog``; ``ebm.samplers.adaptation``) and
+    the inverse mass ``M⁻¹`` (diagonal, or dense with ``dense_mass=True``) from the burn-in
+    draws; both on by default and shared by all chains
     (``per_chain=True``: one per chain). Chains stuck during burn-in are restarted from
     healthy ones (``ebm.samplers.rescue``; warm-up only, so the draws stay exact).
     Trajectories with a NaN/inf energy or gradient, or ``ΔH > 1000``, are divergent: they
@@ -107,7 +109,9 @@ class HMC(GradientSampler):
         max_leapfrog: cap on the leapfrog steps of one transition (adaptive mode).
         adapt_step_size, adapt_mass, per_chain, mass_estimator: warm-up tuning; see
             ``ebm.samplers.adaptation``.
-        dense_mass: estimate a dense inverse mass across chains (Stan's ``dense_e``).
+        dense_mass: estimate a dense inverse mass across chains (Stan's ``dense_e``). Default:
+            dense for up to ``DENSE_MAX_DIM`` (128) sampled coordinates when the trajectory
+            is tuned (``n_leapfrog=None``), diagonal otherwise.
         rescue: restart stuck chains during warm-up.
         target_accept: default 0.65 (Beskos et al. 2013).
         blocks: the blocks to update (default: all non-observed ones).
@@ -129,7 +133,7 @@ class HMC(GradientSampler):
         adapt_mass: bool = True,
         per_chain: bool = False,
         mass_estimator: str = "gradient",
-        dense_mass: bool = False,
+        dense_mass: bool | None = None,
         rescue: bool = True,
         target_accept: float | None = None,
         blocks: Iterable[str] | None = None,
@@ -146,8 +150,9 @@ class HMC(GradientSampler):
             adapt_mass=adapt_mass,
             per_chain=per_chain,
             mass_estimator=mass_estimator,
-            dense_mass=dense_mass,
+            dense_mass=(None if n_leapfrog is None else False) if dense_mass is None else dense_mass,
             rescue=rescue,
+            accept_statistic="harmonic" if n_leapfrog is None else "mean",
             target_accept=target_accept,
             blocks=blocks,
         )

@@ -143,8 +143,9 @@ def divergence_advice(sampler: object, burn_in: int) -> str:
 
 
 def warn_unreliable(chains: Chains, sampler: Sampler | None = None, burn_in: int = 0) -> None:
-    """One ``RuntimeWarning`` listing what makes the draws unreliable (divergences, R-hat,
-    low ESS of the checked sites, see ``check``) with advice; silent when nothing is."""
+    """One ``RuntimeWarning`` listing what makes the draws unreliable (divergences, unstable
+    unadjusted Langevin, R-hat, low ESS of the checked sites, see ``check``) with advice;
+    silent when nothing is."""
     lines = []
     if chains.n_divergent:
         repeated = (chains.divergences >= chains.repeated_divergences).nonzero().flatten().tolist()
@@ -152,6 +153,14 @@ def warn_unreliable(chains: Chains, sampler: Sampler | None = None, burn_in: int
         lines.append(
             f"{chains.n_divergent} divergent transition(s) after burn-in (NaN/inf energy or gradient, or a huge energy "
             f"error), all rejected{named}. {divergence_advice(sampler, burn_in)}"
+        )
+    unstable = chains.stats.get("unstable")
+    if unstable is not None and bool(unstable.any()):
+        per_chain = unstable.any(0)
+        lines.append(
+            f"Unadjusted Langevin is unstable: {int(unstable.sum())} recorded transition(s) of {int(per_chain.sum())} "
+            "chain(s) were taken with an energy error above 1000 nats, so the chains are blowing up and their draws "
+            "mean nothing. Lower the step size, or use metropolis=True."
         )
     if chains.n_draws >= 4:
         mixing = check(chains).problems()

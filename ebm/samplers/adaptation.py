@@ -41,7 +41,8 @@ must not steer the tuning of all, and the regions where they are stuck may be pa
 target (a funnel's neck, a banana's tails). Two statistics for the shared step size:
 
 - ``"harmonic"`` (HMC with a tuned trajectory length, ChEES-HMC's choice, Hoffman, Radul &
-  Sountsov 2021): the harmonic mean of the acceptance probabilities of all chains. It is
+  Sountsov 2021): the harmonic mean of the acceptance probabilities of the chains not
+  found stuck (``ebm.samplers.rescue``: low acceptance or tiny jumps). It is
   dominated by the chains that accept least, so the step fits the hardest region any chain
   visits, and the tuned trajectory length makes up for the smaller step with more leapfrog
   steps. On a banana and a funnel this removes the divergences and the frozen tail chains
@@ -215,6 +216,7 @@ class AdaptationState:
         excluded: ``(n_chains,)`` bool: chains left out of the current window's mass estimate.
         healthy: ``(n_chains,)`` bool: not found stuck at the last check.
         rescued: ``(n_chains,)`` restarts of each chain so far.
+        jump_sum: ``(n_chains,)`` squared jumps (in units of the mass) since the last check.
         dense_x, dense_g: pooled moments of the window for a dense mass.
     """
 
@@ -231,13 +233,16 @@ class AdaptationState:
     excluded: torch.Tensor | None = None
     healthy: torch.Tensor | None = None
     rescued: torch.Tensor | None = None
+    jump_sum: torch.Tensor | None = None
     dense_x: CrossMoments | None = None
     dense_g: CrossMoments | None = None
 
 
-def harmonic_mean(accept_prob: torch.Tensor) -> torch.Tensor:
-    """Harmonic mean of ``(n_chains,)`` acceptance probabilities (0 when one is 0)."""
-    return 1.0 / (1.0 / accept_prob).mean()
+def harmonic_mean(accept_prob: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted harmonic mean of ``(n_chains,)`` acceptance probabilities (0 when one of
+    positive weight is 0)."""
+    inverse = torch.where(weight > 0, 1.0 / accept_prob, torch.zeros_like(accept_prob))
+    return weight.sum() / (weight * inverse).sum()
 
 
 class Adapter:
@@ -334,6 +339,7 @@ class Adapter:
         state.excluded = torch.zeros(n_chains, dtype=torch.bool, device=step_size.device)
         state.healthy = ~state.excluded
         state.rescued = torch.zeros(n_chains, dtype=torch.long, device=step_size.device)
+        state.jump_sum = torch.zeros(n_chains, **kw)
         if dense:
             state.dense_x, state.dense_g = CrossMoments(), CrossMoments()
         self._restart_dual(state, step_size)
@@ -373,6 +379,7 @@ class Adapter:
         step_size: torch.Tensor,
         inv_mass: torch.Tensor,
         generator: torch.Generator | None = None,
+        jump: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One warm-up update after a transition.
 
@@ -382,6 +389,7 @@ class Adapter:
             step_size: ``(n_chains, 1)`` or ``(1, 1)``; inv_mass: ``(n_chains, D)``, ``(1, D)``
                 or, dense, ``(1, D, D)``.
             generator: for the choice of healthy chains to restart stuck ones from.
+            jump: ``(n_chains,)`` squared distance each chain moved, in units of the mass.
 
         Returns:
             The new ``(step_size, inv_mass, restart)``: same shapes, and ``None`` or a
@@ -392,6 +400,8 @@ class Adapter:
         accept_prob = accept_prob.detach().to(state.accept_sum.dtype)
         state.accept_sum += accept_prob
         state.window_accept += accept_prob
+        if jump is not None:
+            state.jump_sum += jump.detach().to(state.jump_sum.dtype)
         if self.step_size:
             if self.per_chain:
                 accept = accept_prob.unsqueeze(-1)
@@ -409,21 +419,21 @@ class Adapter:
                     self._restart_dual(state, step_size)
         restart = None
         if state.rescue and state.n_steps % CHECK_EVERY == 0 and state.n_steps <= self._rescue_until(state):
-            stuck = stuck_chains(state.accept_sum / CHECK_EVERY)
+            stuck = stuck_chains(state.accept_sum / CHECK_EVERY, state.jump_sum / CHECK_EVERY)
             state.healthy = ~stuck
             state.excluded |= stuck
             state.rescued += stuck
-            state.accept_sum.zero_()
             restart = donors(stuck, generator)
-        elif state.n_steps % CHECK_EVERY == 0:
+        if state.n_steps % CHECK_EVERY == 0:
             state.accept_sum.zero_()
+            state.jump_sum.zero_()
         return step_size, inv_mass, restart
 
     def _shared_statistic(self, state: AdaptationState, accept_prob: torch.Tensor) -> torch.Tensor:
-        if self.statistic == "harmonic":
-            return harmonic_mean(accept_prob)
-        # mean over the chains not found stuck: a few stuck ones do not steer the step
+        # over the chains not found stuck: a few stuck ones do not steer the step
         w = state.healthy.to(accept_prob.dtype)
+        if self.statistic == "harmonic":
+            return harmonic_mean(accept_prob, w)
         return (w * accept_prob).sum() / w.sum()
 
     def _collect(self, state: AdaptationState, position: torch.Tensor, grad: torch.Tensor) -> None:

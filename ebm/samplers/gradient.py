@@ -234,8 +234,10 @@ class GradientSampler(Sampler):
         info["energy"] = energy
         info["step_size"] = s.step_size.reshape(-1).expand(position.shape[0])
         if adapt and s.adaptation is not None:
+            scale = inv_mass[0].diagonal() if s.dense else inv_mass
+            jump = ((position - s.position).square() / scale).sum(-1)
             step_size, inv_mass, restart = self.adapter.update(
-                s.adaptation, info["accept_prob"], position, grad, step_size, inv_mass, generator
+                s.adaptation, info["accept_prob"], position, grad, step_size, inv_mass, generator, jump
             )
             if restart is not None:
                 # warm-up only: stuck chains continue from healthy ones (ebm.samplers.rescue)

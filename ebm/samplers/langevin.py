@@ -8,6 +8,9 @@ import torch
 
 from ebm.samplers.gradient import GradientSampler, GradientState, energy_and_grad, finite_rows, select
 
+#: a ULA transition whose Metropolis energy error (nats) exceeds this is flagged ``unstable``
+UNSTABLE_ENERGY_ERROR = 1000.0
+
 
 class Langevin(GradientSampler):
     """Langevin dynamics on the latent ``Real`` blocks, batched over chains.
@@ -49,7 +52,9 @@ class Langevin(GradientSampler):
         blocks: the blocks to update (default: all non-observed ones), e.g. in a composite.
 
     Info per step, each ``(n_chains,)``: ``accept_prob``, ``accepted``, ``energy_error``
-    (``−log`` of the Metropolis ratio, nats), ``divergent``, ``energy``, ``step_size``.
+    (``−log`` of the Metropolis ratio, nats), ``divergent``, ``energy``, ``step_size``; ULA
+    also ``unstable``: a finite proposal taken with an energy error above 1000 nats (the
+    step is past the stable range; ``ebm.sample`` warns once at the end).
     """
 
     target_accept = 0.574
@@ -124,4 +129,8 @@ class Langevin(GradientSampler):
             "energy_error": -log_ratio,
             "divergent": ~finite,
         }
+        if not self.metropolis:
+            # ULA takes every finite proposal, even one MALA would reject by a huge margin: a
+            # step past the stable range blows the chains up; ebm.sample reports it once
+            info["unstable"] = finite & (-log_ratio > UNSTABLE_ENERGY_ERROR)
         return select(accepted, proposal, x), select(accepted, new_energy, energy), select(accepted, new_grad, grad), info

@@ -24,7 +24,8 @@ derivative changes sign again at ``T`` ~ 2.3, 4, 7, 15, ... (measured: +2.3 at T
 dozen chains Adam random-walks ``log T`` up to the cap (T = 21 from 0.1 in 300 steps, ten
 times the length that pays off). Dividing by ``T`` makes every length beyond the first
 plateau a descent direction. The objective drives Adam ascent on ``log T`` (learning rate
-``LEARNING_RATE``, each update clipped to ±``MAX_UPDATE``); the trajectory used is the moving average of the iterates with weights ``t^-½`` (as BlackJAX).
+``LEARNING_RATE``, each update clipped to ±``MAX_UPDATE``); the trajectory used is the
+moving average of the iterates with weights ``t^-½`` (as BlackJAX).
 
 Host syncs: the leapfrog count must be a Python integer, so ``T / ε`` is read from the
 device once every ``CHECK_EVERY`` warm-up steps and once at the end of warm-up, never

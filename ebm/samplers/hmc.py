@@ -10,7 +10,7 @@ import torch
 
 from ebm.samplers.gradient import GradientSampler, GradientState, energy_and_grad, finite_rows, select
 from ebm.samplers.rescue import CHECK_EVERY
-from ebm.samplers.trajectory import TrajectoryState, chees_gradient, halton, leapfrog_count
+from ebm.samplers.trajectory import TrajectoryState, chees_gradient, leapfrog_count
 
 #: an energy error (nats) above which a trajectory counts as divergent, as in Stan and Pyro
 MAX_ENERGY_ERROR = 1000.0
@@ -58,7 +58,8 @@ class HMCState(GradientState):
     """State of ``HMC``: a gradient sampler's, plus the trajectory of the adaptive mode.
 
     Attributes:
-        trajectory_length: ``(1, 1)`` tuned length ``T`` (time units), ``None`` with a fixed
+        trajectory_length: ``(1, 1)`` tuned length ``T = leapfrog_scale · ε`` (time units, for
+            the record), ``None`` with a fixed
             ``n_leapfrog``.
         leapfrog_scale: ``T / ε`` as a Python float (host copy for the leapfrog count).
         n_transitions: transitions taken (index of the jitter sequence).
@@ -223,7 +224,8 @@ class HMC(GradientSampler):
                 scale = s.inv_mass.sqrt()
                 start, end, velocity = x / scale, new_x / scale, new_p * scale
             usable = ~divergent & s.adaptation.healthy
-            jittered = halton(s.n_transitions) * s.trajectory_length.reshape(())
+            # the integration time actually run (d time / d log T for the continuous count uT/ε)
+            jittered = n_leapfrog * s.step_size.reshape(())
             info[_CHEES_KEY] = chees_gradient(start, end, velocity, accept_prob, usable, jittered)
         return select(accepted, new_x, x), select(accepted, new_energy, energy), select(accepted, new_grad, grad), info
 
@@ -233,22 +235,23 @@ class HMC(GradientSampler):
         gradient = info.pop(_CHEES_KEY, None)
         updates = {"n_transitions": s.n_transitions + 1}
         if adapt and gradient is not None:
-            length = self._clip(s.trajectory.update(gradient).reshape(1, 1), new.step_size)
-            updates["trajectory_length"] = length
+            steps = self._clip(s.trajectory.update(gradient, float(self.max_leapfrog)).reshape(1, 1))
+            updates["trajectory_length"] = steps * new.step_size
             if s.trajectory.n_updates % CHECK_EVERY == 0:
                 # the leapfrog count is a host integer: read T / ε every CHECK_EVERY steps only
-                updates["leapfrog_scale"] = (length / new.step_size).item()
+                updates["leapfrog_scale"] = steps.item()
         return replace(new, **updates), info
 
-    def _clip(self, length: torch.Tensor, step_size: torch.Tensor) -> torch.Tensor:
-        return torch.minimum(torch.maximum(length, step_size), self.max_leapfrog * step_size)
+    def _clip(self, steps: torch.Tensor) -> torch.Tensor:
+        return steps.clamp(1.0, float(self.max_leapfrog))
 
     def start_adaptation(self, model, sampler_state, n_steps):
         """Warm-up of ``ε`` and the mass (``GradientSampler``), and of ``T`` by ChEES when
         ``n_leapfrog`` is ``None``."""
         s = super().start_adaptation(model, sampler_state, n_steps)
         if self.n_leapfrog is None and s.adaptation is not None:
-            s = replace(s, trajectory=TrajectoryState.start(s.trajectory_length.reshape(())))
+            steps = torch.full((), s.leapfrog_scale, dtype=s.step_size.dtype, device=s.step_size.device)
+            s = replace(s, trajectory=TrajectoryState.start(steps))
         return s
 
     def end_adaptation(self, model, sampler_state):
@@ -257,8 +260,8 @@ class HMC(GradientSampler):
         s = super().end_adaptation(model, sampler_state)
         if not tuned:
             return s
-        length = self._clip(s.trajectory.log_average.exp().reshape(1, 1), s.step_size)
-        return replace(s, trajectory_length=length, leapfrog_scale=(length / s.step_size).item(), trajectory=None)
+        steps = self._clip(s.trajectory.log_average.exp().reshape(1, 1))
+        return replace(s, trajectory_length=steps * s.step_size, leapfrog_scale=steps.item(), trajectory=None)
 
     def resume(self, model, sampler_state):
         s = super().resume(model, sampler_state)

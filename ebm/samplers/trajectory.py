@@ -12,9 +12,10 @@ fixed length), so the chains stay exact.
 ChEES. With ``z`` the position in whitened coordinates (``z = L⁻¹ x`` for ``M⁻¹ = L Lᵀ``),
 ``m`` the mean over chains, the criterion ``¼ E[(|z' − m'|² − |z − m|²)²]`` measures how far a
 transition moves the chains' spread; its derivative with respect to ``log T`` is, per chain,
-``u_t T (|z' − m'|² − |z − m|²) (z' − m') · v'`` (``z'``, ``v'``: end point and velocity of the
-proposal, ``m'`` the acceptance-weighted mean of the proposals), averaged over the healthy
-non-divergent chains, weighted by acceptance probability.
+``t (|z' − m'|² − |z − m|²) (z' − m') · v'`` (``t = n_t ε`` the integration time; ``z'``,
+``v'``: end point and velocity of the proposal, ``m'`` the acceptance-weighted mean of the
+proposals), averaged over the healthy non-divergent chains, weighted by acceptance
+probability.
 
 Unlike BlackJAX, we ascend ChEES *per unit of cost*, ``log ChEES − log T`` (the cost of a
 transition is proportional to ``T``), whose derivative is ``ChEES' / ChEES − 1``. ChEES
@@ -25,7 +26,12 @@ dozen chains Adam random-walks ``log T`` up to the cap (T = 21 from 0.1 in 300 s
 times the length that pays off). Dividing by ``T`` makes every length beyond the first
 plateau a descent direction. The objective drives Adam ascent on ``log T`` (learning rate
 ``LEARNING_RATE``, each update clipped to ±``MAX_UPDATE``); the trajectory used is the
-moving average of the iterates with weights ``t^-½`` (as BlackJAX).
+moving average of the iterates with weights ``t^-½`` (as BlackJAX). The optimised variable
+is ``log(T / ε)``, the length in (continuous) leapfrog steps, floored at 1 step: its
+derivative at fixed ``ε`` is that of ``log T``, and while dual averaging moves ``ε`` (by a
+factor 10 at each restart) the trajectory moves with it, instead of collapsing to a single
+step, where the derivative carries no signal (BlackJAX starts ``T`` at ``ε`` for this
+reason).
 
 Host syncs: the leapfrog count must be a Python integer, so ``T / ε`` is read from the
 device once every ``CHECK_EVERY`` warm-up steps and once at the end of warm-up, never
@@ -44,6 +50,8 @@ LEARNING_RATE = 0.05
 #: largest change of log T in one update (BlackJAX and TFP: ~log(2)/2)
 MAX_UPDATE = 0.35
 BETA1, BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+#: decay of the running averages whose ratio is the gradient
+RATIO_DECAY = 0.95
 
 
 def halton(t: int) -> float:
@@ -64,12 +72,13 @@ def leapfrog_count(t: int, scale: float, max_leapfrog: int) -> int:
 
 @dataclass
 class TrajectoryState:
-    """ChEES's Adam iterate on ``log T`` during warm-up (scalar tensors on the device).
+    """ChEES's Adam iterate on ``log(T / ε)`` during warm-up (scalar tensors on the device).
 
     Attributes:
-        log_length: current iterate of ``log T``.
-        log_average: moving average of the iterates (the ``log T`` in use).
+        log_length: current iterate of ``log(T / ε)``.
+        log_average: moving average of the iterates (the value in use).
         moment1, moment2: Adam's moment estimates.
+        ratio: running averages of ChEES's derivative and of ChEES (``RATIO_DECAY``).
         n_updates: updates so far.
     """
 
@@ -77,24 +86,32 @@ class TrajectoryState:
     log_average: torch.Tensor
     moment1: torch.Tensor
     moment2: torch.Tensor
+    ratio: torch.Tensor
     n_updates: int = 0
 
     @classmethod
     def start(cls, length: torch.Tensor) -> TrajectoryState:
         log = length.log()
-        return cls(log.clone(), log.clone(), torch.zeros_like(log), torch.zeros_like(log))
+        zero = torch.zeros_like(log)
+        return cls(log.clone(), log.clone(), zero, zero.clone(), torch.zeros(2, dtype=log.dtype, device=log.device))
 
-    def update(self, gradient: torch.Tensor) -> torch.Tensor:
-        """One Adam ascent step with ``gradient`` (d ChEES / d log T); returns the new ``T``."""
+    def update(self, estimate: torch.Tensor, ceiling: float) -> torch.Tensor:
+        """One Adam ascent step on ``log ChEES − log T`` from this transition's ``estimate``
+        (``chees_gradient``), the iterate kept in ``[1, ceiling]``; returns the new ``T / ε``."""
         self.n_updates += 1
         t = self.n_updates
-        gradient = torch.nan_to_num(gradient, nan=0.0, posinf=0.0, neginf=0.0)
+        # the ratio ChEES' / ChEES of running averages: the ratio of one transition's noisy
+        # estimates is biased (and Adam, nearly a sign method under noise, finds its median)
+        estimate = torch.nan_to_num(estimate, nan=0.0, posinf=0.0, neginf=0.0)
+        self.ratio = RATIO_DECAY * self.ratio + (1 - RATIO_DECAY) * estimate
+        gradient = self.ratio[0] / (self.ratio[1] + 1e-20) - 1.0
         self.moment1 = BETA1 * self.moment1 + (1 - BETA1) * gradient
         self.moment2 = BETA2 * self.moment2 + (1 - BETA2) * gradient.square()
         m_hat = self.moment1 / (1 - BETA1**t)
         v_hat = self.moment2 / (1 - BETA2**t)
         step = (LEARNING_RATE * m_hat / (v_hat.sqrt() + ADAM_EPS)).clamp(-MAX_UPDATE, MAX_UPDATE)
-        self.log_length = self.log_length + step
+        # projected: the iterate stays in [1, ceiling] steps, where the leapfrog count follows it
+        self.log_length = (self.log_length + step).clamp(0.0, math.log(ceiling))
         weight = t**-0.5
         self.log_average = (1 - weight) * self.log_average + weight * self.log_length
         return self.log_average.exp()
@@ -106,12 +123,12 @@ def chees_gradient(
     velocity: torch.Tensor,
     accept_prob: torch.Tensor,
     usable: torch.Tensor,
-    jittered_length: torch.Tensor,
+    time: torch.Tensor,
 ) -> torch.Tensor:
-    """Derivative of ``log ChEES − log T`` with respect to ``log T`` (a scalar), from whitened
+    """``(2,)``: ChEES's derivative with respect to ``log T`` and ChEES itself, from whitened
     ``(n_chains, D)`` start points, proposal end points and end velocities, ``(n_chains,)``
     acceptance probabilities and ``usable`` rows (finite, not divergent, not stuck), and the
-    jittered trajectory length ``u_t T`` of the transition."""
+    integration time ``n_t ε`` of the transition."""
     finite = usable & torch.isfinite(end).all(-1) & torch.isfinite(velocity).all(-1)
     w = torch.where(finite, accept_prob, torch.zeros_like(accept_prob))
     end = torch.where(finite.unsqueeze(-1), end, torch.zeros_like(end))
@@ -120,8 +137,7 @@ def chees_gradient(
     start_centred = start - start.mean(0)
     change = end_centred.square().sum(-1) - start_centred.square().sum(-1)
     change = torch.where(finite, change, torch.zeros_like(change))
-    per_chain = jittered_length * change * (end_centred * velocity).sum(-1)
+    per_chain = time * change * (end_centred * velocity).sum(-1)
     chees = 0.25 * (w * change.square()).sum() / (w.sum() + 1e-20)
     derivative = (w * per_chain).sum() / (w.sum() + 1e-20)
-    # per unit of cost: d/dlogT [log ChEES − log T]
-    return derivative / (chees + 1e-20) - 1.0
+    return torch.stack([derivative, chees])

@@ -138,7 +138,8 @@ def divergence_advice(sampler: object, burn_in: int) -> str:
         return "burn_in=0, so the step size was not tuned in this call: give a burn-in, or lower the step size."
     return (
         "The step size was tuned during burn-in, so raise target_accept (smaller steps), lengthen burn-in, "
-        "reparameterise (e.g. standardise badly scaled variables), or check the energy for NaN/inf."
+        "reparameterise (standardise badly scaled variables; write hierarchical models non-centred: a funnel's "
+        "neck is beyond a fixed-length HMC), or check the energy for NaN/inf."
     )
 
 

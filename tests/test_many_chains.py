@@ -135,14 +135,18 @@ def preconditioned_condition(sampler_state, covariance):
     return (values.max() / values.min()).item()
 
 
-@pytest.mark.parametrize("kind", ["hmc", "mala"])
-def test_dense_mass_recovers_a_rotated_covariance(kind):
+def check_dense(kind, seed=0, dense=True):
     model = rotated()
-    sampler = ebm.HMC(0.1, 5, dense_mass=True) if kind == "hmc" else ebm.Langevin(0.01, dense_mass=True)
-    chains = ebm.sample(model, sampler, n_chains=64, n_steps=200, burn_in=150, seed=0)
+    sampler = ebm.HMC(0.1, 5, dense_mass=dense) if kind == "hmc" else ebm.Langevin(0.01, dense_mass=dense)
+    chains = ebm.sample(model, sampler, n_chains=64, n_steps=200, burn_in=150, seed=seed)
     # the gradient estimator is exact for a Gaussian up to sampling noise: ~200 -> ~1
     assert preconditioned_condition(chains.sampler_state, model.covariance) < 1.3
     check_gaussian(chains, model)
+
+
+@pytest.mark.parametrize("kind", ["hmc", "mala"])
+def test_dense_mass_recovers_a_rotated_covariance(kind):
+    check_dense(kind)
 
 
 def test_default_hmc_is_dense_for_small_dimensions():
@@ -176,8 +180,12 @@ def test_trajectory_length_grows_from_a_short_start():
     """From T = 10 x 0.01 on a standard Gaussian, ChEES lengthens the trajectory to order 1
     (ChEES per unit length peaks at T ~ 1.2-1.6 for jittered lengths; with 64 chains and a
     step of ~0.65 it ends near one leapfrog step, T ~ 0.6-0.75 over 20 seeds)."""
+    check_trajectory()
+
+
+def check_trajectory(seed=0):
     model = DiagonalGaussian(torch.ones(10))
-    chains = ebm.sample(model, ebm.HMC(0.01), n_chains=64, n_steps=200, burn_in=300, seed=0)
+    chains = ebm.sample(model, ebm.HMC(0.01), n_chains=64, n_steps=200, burn_in=300, seed=seed)
     length = chains.sampler_state.trajectory_length.item()
     assert 0.5 < length < 5, length
     check_gaussian(chains, model)
@@ -205,3 +213,11 @@ def test_stable_ula_gives_no_blow_up_warning():
         chains = ebm.sample(model, ebm.Langevin(0.05, metropolis=False), n_chains=8, n_steps=50, seed=0)
     assert not any("unstable" in str(w.message) for w in caught)
     assert not chains.stats["unstable"].any()
+
+
+def test_summary_warns_about_divergences():
+    model = DiagonalGaussian(torch.logspace(-2, 0, 3))
+    with pytest.warns(RuntimeWarning, match="non-centred"):
+        chains = ebm.sample(model, ebm.HMC(1.0, 10, adapt_step_size=False), n_chains=8, n_steps=20, burn_in=30, seed=0)
+    assert chains.n_divergent > 0
+    assert "divergent transitions: the sampler could not follow" in str(chains.summary())

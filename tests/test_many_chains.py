@@ -177,9 +177,9 @@ def test_jitter_sequence_and_leapfrog_counts():
 
 
 def test_trajectory_length_grows_from_a_short_start():
-    """From T = 10 x 0.01 on a standard Gaussian, ChEES lengthens the trajectory to order 1
-    (ChEES per unit length peaks at T ~ 1.2-1.6 for jittered lengths; with 64 chains and a
-    step of ~0.65 it ends near one leapfrog step, T ~ 0.6-0.75 over 20 seeds)."""
+    """From T = 10 x 0.01 on a standard Gaussian, ChEES lengthens the trajectory past its
+    first optimum (T ~ 2.3 for jittered lengths; it then wanders, see
+    ``ebm.samplers.trajectory``), and the draws stay exact."""
     check_trajectory()
 
 
@@ -187,7 +187,7 @@ def check_trajectory(seed=0):
     model = DiagonalGaussian(torch.ones(10))
     chains = ebm.sample(model, ebm.HMC(0.01), n_chains=64, n_steps=200, burn_in=300, seed=seed)
     length = chains.sampler_state.trajectory_length.item()
-    assert 0.5 < length < 5, length
+    assert length > 1.5, length
     check_gaussian(chains, model)
     assert (chains.stats["n_leapfrog"][:, 0] > 1).any()
 
@@ -217,7 +217,7 @@ def test_stable_ula_gives_no_blow_up_warning():
 
 def test_summary_warns_about_divergences():
     model = DiagonalGaussian(torch.logspace(-2, 0, 3))
-    with pytest.warns(RuntimeWarning, match="non-centred"):
+    with pytest.warns(RuntimeWarning, match="divergent transition"):
         chains = ebm.sample(model, ebm.HMC(1.0, 10, adapt_step_size=False), n_chains=8, n_steps=20, burn_in=30, seed=0)
     assert chains.n_divergent > 0
     assert "divergent transitions: the sampler could not follow" in str(chains.summary())

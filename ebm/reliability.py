@@ -138,7 +138,8 @@ def divergence_advice(sampler: object, burn_in: int) -> str:
         return "burn_in=0, so the step size was not tuned in this call: give a burn-in, or lower the step size."
     return (
         "The step size was tuned during burn-in, so raise target_accept (smaller steps), lengthen burn-in, "
-        "reparameterise (e.g. standardise badly scaled variables), or check the energy for NaN/inf."
+        "reparameterise (standardise badly scaled variables; write hierarchical models non-centred: a funnel's "
+        "neck is beyond a fixed-length HMC), or check the energy for NaN/inf."
     )
 
 
@@ -165,8 +166,9 @@ def nan_energy_problems(chains: Chains) -> list[str]:
 
 
 def warn_unreliable(chains: Chains, sampler: Sampler | None = None, burn_in: int = 0) -> None:
-    """One ``RuntimeWarning`` listing what makes the draws unreliable (divergences, R-hat,
-    low ESS of the checked sites, see ``check``) with advice; silent when nothing is."""
+    """One ``RuntimeWarning`` listing what makes the draws unreliable (divergences, unstable
+    unadjusted Langevin, R-hat, low ESS of the checked sites, see ``check``) with advice;
+    silent when nothing is."""
     lines = []
     if chains.n_divergent:
         repeated = (chains.divergences >= chains.repeated_divergences).nonzero().flatten().tolist()
@@ -176,6 +178,14 @@ def warn_unreliable(chains: Chains, sampler: Sampler | None = None, burn_in: int
             f"error), all rejected{named}. {divergence_advice(sampler, burn_in)}"
         )
     lines += nan_energy_problems(chains)
+    unstable = chains.stats.get("unstable")
+    if unstable is not None and bool(unstable.any()):
+        per_chain = unstable.any(0)
+        lines.append(
+            f"Unadjusted Langevin is unstable: {int(unstable.sum())} recorded transition(s) of {int(per_chain.sum())} "
+            "chain(s) were taken with an energy error above 1000 nats, so the chains are blowing up and their draws "
+            "mean nothing. Lower the step size, or use metropolis=True."
+        )
     if chains.n_draws >= 4:
         mixing = check(chains).problems()
         if mixing:

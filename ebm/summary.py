@@ -195,6 +195,14 @@ class Summary(dict):
             lines.append(f"* r_hat > {RHAT_THRESHOLD} or infinite: the chains disagree; run longer, look for separate modes")
         if marks["ess"]:
             lines.append(f"! ess_bulk or ess_tail < {ESS_THRESHOLD}: too few effective draws to trust these; run longer")
+        if self.sampler.get("divergences"):
+            lines.append(
+                f"! {self.sampler['divergences']} divergent transitions: the sampler could not follow the target's "
+                "curvature somewhere, so means and sds may be biased even where r_hat and ess look fine "
+                "(docs: Continuous sampling, 'When fixed-length HMC is not enough')"
+            )
+        if self.sampler.get("mean unstable"):
+            lines.append("! unadjusted Langevin blew up (energy errors > 1000 nats): these draws mean nothing")
         if self.separate_targets:
             lines.append(
                 "r_hat not computed: each chain is clamped to its own observed data row, so chains target different "

@@ -122,9 +122,13 @@ class GradientState(SamplerState):
         energy: ``(n_chains,)`` energy of the full state, nats.
         grad: ``(n_chains, D)`` ``∂E/∂x`` at ``position``.
         step_size: ``(n_chains, 1)`` per chain or ``(1, 1)`` shared.
-        inv_mass: ``(n_chains, D)`` per chain or ``(1, D)`` shared diagonal inverse mass.
+        inv_mass: ``(n_chains, D)`` per chain or ``(1, D)`` shared diagonal inverse mass, or
+            ``(1, D, D)`` dense.
         adaptation: warm-up bookkeeping (``None`` outside a burn-in: from ``start_adaptation``
             to ``end_adaptation``).
+        mass_factor: dense only: ``(D, D)`` lower Cholesky factor ``L`` of ``M⁻¹ = L Lᵀ``.
+        rescued: ``(n_chains,)`` times each chain was restarted from a healthy one during
+            the last warm-up (``ebm.samplers.rescue``); ``None`` before any warm-up.
     """
 
     layout: Layout | None = None
@@ -134,6 +138,12 @@ class GradientState(SamplerState):
     step_size: torch.Tensor | None = None
     inv_mass: torch.Tensor | None = None
     adaptation: AdaptationState | None = None
+    mass_factor: torch.Tensor | None = None
+    rescued: torch.Tensor | None = None
+
+    @property
+    def dense(self) -> bool:
+        return self.inv_mass.dim() == 3
 
 
 class GradientSampler(Sampler):
@@ -155,6 +165,9 @@ class GradientSampler(Sampler):
         adapt_mass: bool = True,
         per_chain: bool = False,
         mass_estimator: str = "gradient",
+        dense_mass: bool | None = False,
+        rescue: bool = True,
+        accept_statistic: str = "mean",
         target_accept: float | None = None,
         blocks: Iterable[str] | None = None,
     ):
@@ -166,6 +179,9 @@ class GradientSampler(Sampler):
             mass=adapt_mass,
             per_chain=per_chain,
             mass_estimator=mass_estimator,
+            dense=dense_mass,
+            rescue=rescue,
+            statistic=accept_statistic,
         )
 
     def init(self, model, state, observed=(), generator=None) -> GradientState:
@@ -183,10 +199,16 @@ class GradientSampler(Sampler):
                 f"{' ...' if bad.numel() > 10 else ''}; start from a state where the energy is finite"
             )
         rows = n if self.adapter.per_chain else 1
-        step_size = torch.full((rows, 1), self.step_size, dtype=position.dtype, device=position.device)
-        inv_mass = torch.ones((rows, layout.size), dtype=position.dtype, device=position.device)
+        kw = {"dtype": position.dtype, "device": position.device}
+        step_size = torch.full((rows, 1), self.step_size, **kw)
+        factor = None
+        if self.adapter.is_dense(layout.size):
+            inv_mass = factor = torch.eye(layout.size, **kw)
+            inv_mass = inv_mass.unsqueeze(0)
+        else:
+            inv_mass = torch.ones((rows, layout.size), **kw)
         state = layout.unflatten(position, state)
-        return GradientState(state, observed, layout, position, energy, grad, step_size, inv_mass)
+        return GradientState(state, observed, layout, position, energy, grad, step_size, inv_mass, mass_factor=factor)
 
     def refresh(self, model: EnergyModel, sampler_state: GradientState) -> GradientState:
         """Redo the cached energy and gradient from ``sampler_state.state``: call it after the
@@ -208,11 +230,21 @@ class GradientSampler(Sampler):
     def step(self, model, sampler_state, generator=None, adapt=False):
         s = sampler_state
         position, energy, grad, info = self.transition(model, s, generator)
-        step_size, inv_mass = s.step_size, s.inv_mass
-        if adapt and s.adaptation is not None:
-            step_size, inv_mass = self.adapter.update(s.adaptation, info["accept_prob"], position, grad, step_size, inv_mass)
+        step_size, inv_mass, factor = s.step_size, s.inv_mass, s.mass_factor
         info["energy"] = energy
         info["step_size"] = s.step_size.reshape(-1).expand(position.shape[0])
+        if adapt and s.adaptation is not None:
+            scale = inv_mass[0].diagonal() if s.dense else inv_mass
+            jump = ((position - s.position).square() / scale).sum(-1)
+            step_size, inv_mass, restart = self.adapter.update(
+                s.adaptation, info["accept_prob"], position, grad, step_size, inv_mass, generator, jump
+            )
+            if restart is not None:
+                # warm-up only: stuck chains continue from healthy ones (ebm.samplers.rescue)
+                position = position[restart]
+                energy, grad = energy_and_grad(model, s.layout, s.state, position)
+            if inv_mass is not s.inv_mass and inv_mass.dim() == 3:
+                factor = torch.linalg.cholesky(inv_mass[0])
         new = replace(
             s,
             state=s.layout.unflatten(position, s.state),
@@ -221,6 +253,7 @@ class GradientSampler(Sampler):
             grad=grad,
             step_size=step_size,
             inv_mass=inv_mass,
+            mass_factor=factor,
         )
         return new, info
 
@@ -228,14 +261,19 @@ class GradientSampler(Sampler):
         """Warm-up for ``n_steps`` steps (``ebm.samplers.adaptation``), from the state's
         current step size and mass."""
         s = sampler_state
-        return replace(s, adaptation=self.adapter.start(s.step_size, n_steps))
+        n = s.position.shape[0]
+        # chains clamped to different data rows have targets of their own: never swap them
+        shared_target = all(bool((s.state[k] == s.state[k][:1]).all()) for k in s.observed)
+        adaptation = self.adapter.start(s.step_size, n_steps, n, rescue=shared_target, dense=s.dense)
+        return replace(s, adaptation=adaptation)
 
     def end_adaptation(self, model, sampler_state):
         """Freeze: the step size becomes the dual-averaging average of the terminal buffer."""
         s = sampler_state
         if s.adaptation is None:
             return s
-        return replace(s, step_size=self.adapter.finish(s.adaptation, s.step_size), adaptation=None)
+        step_size = self.adapter.finish(s.adaptation, s.step_size)
+        return replace(s, step_size=step_size, adaptation=None, rescued=s.adaptation.rescued)
 
     def resume(self, model, sampler_state):
         """Continue from a carried state: its layout must be this sampler's and its step size
@@ -255,6 +293,9 @@ class GradientSampler(Sampler):
             raise ValueError(
                 f"{name} tunes a {kind} step size but the carried state has {s.step_size.shape[0]} for {n} chains"
             )
+        if s.dense != self.adapter.is_dense(layout.size):
+            kind = "dense" if not s.dense else "diagonal"
+            raise ValueError(f"{name} uses a {kind} mass but the carried state has the other kind: set dense_mass to match")
         return self.refresh(model, replace(s, adaptation=None))
 
     def normal(self, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

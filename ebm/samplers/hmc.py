@@ -1,12 +1,16 @@
-"""Hamiltonian Monte Carlo with a diagonal mass matrix, batched over chains."""
+"""Hamiltonian Monte Carlo with a diagonal or dense mass matrix, batched over chains, with a
+fixed number of leapfrog steps or a trajectory length tuned across chains (ChEES)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from ebm.samplers.gradient import GradientSampler, GradientState, energy_and_grad, finite_rows, select
+from ebm.samplers.rescue import CHECK_EVERY
+from ebm.samplers.trajectory import TrajectoryState, chees_gradient, leapfrog_count
 
 #: an energy error (nats) above which a trajectory counts as divergent, as in Stan and Pyro
 MAX_ENERGY_ERROR = 1000.0
@@ -49,33 +53,72 @@ def leapfrog(
     return x, p, energy, grad
 
 
+@dataclass
+class HMCState(GradientState):
+    """State of ``HMC``: a gradient sampler's, plus the trajectory of the adaptive mode.
+
+    Attributes:
+        trajectory_length: ``(1, 1)`` tuned length ``T = leapfrog_scale · ε`` (time units, for
+            the record), ``None`` with a fixed
+            ``n_leapfrog``.
+        leapfrog_scale: ``T / ε`` as a Python float (host copy for the leapfrog count).
+        n_transitions: transitions taken (index of the jitter sequence).
+        trajectory: ChEES's optimiser during warm-up, ``None`` otherwise.
+    """
+
+    trajectory_length: torch.Tensor | None = None
+    leapfrog_scale: float = 0.0
+    n_transitions: int = 0
+    trajectory: TrajectoryState | None = None
+
+
+#: leapfrog steps of the initial trajectory length ``T = INITIAL_LEAPFROG · ε`` (adaptive mode)
+INITIAL_LEAPFROG = 10
+_CHEES_KEY = "_chees_gradient"
+
+
 class HMC(GradientSampler):
     """Hamiltonian Monte Carlo on the latent ``Real`` blocks, all chains batched on dim 0.
 
-    Each step draws a momentum ``p ~ N(0, M)`` (``M`` diagonal), runs ``n_leapfrog``
-    leapfrog steps of size ``ε`` (``leapfrog``) and accepts the end point with probability
-    ``min(1, exp(−ΔH))``, ``ΔH = H(x', p') − H(x, p)`` (nats).
+    Each step draws a momentum ``p ~ N(0, M)``, runs leapfrog steps of size ``ε``
+    (``leapfrog``) and accepts the end point with probability ``min(1, exp(−ΔH))``,
+    ``ΔH = H(x', p') − H(x, p)`` (nats).
+
+    Trajectory: ``n_leapfrog`` fixed steps, or (``n_leapfrog=None``, the default) a
+    trajectory length ``T`` tuned during burn-in from all chains by ChEES, each transition
+    running ``ceil(u_t T / ε)`` steps with a low-discrepancy ``u_t`` in (0, 1)
+    (``ebm.samplers.trajectory``). ``T`` starts at ``10 ε``.
 
     During burn-in (``ebm.sample(..., burn_in=...)``) ``ε`` is tuned by dual averaging
-    towards ``target_accept`` and the diagonal inverse mass ``M⁻¹`` from the burn-in draws;
-    both are on by default and shared by all chains (``per_chain=True``: one per chain).
+    towards ``target_accept`` (of the harmonic mean acceptance over chains with a tuned
+    trajectory, of the mean with a fixed ``n_leapfrog``; ``ebm.samplers.adaptation``) and
+    the inverse mass ``M⁻¹`` (diagonal, or dense with ``dense_mass=True``) from the burn-in
+    draws; both on by default and shared by all chains
+    (``per_chain=True``: one per chain). Chains stuck during burn-in are restarted from
+    healthy ones (``ebm.samplers.rescue``; warm-up only, so the draws stay exact).
     Trajectories with a NaN/inf energy or gradient, or ``ΔH > 1000``, are divergent: they
     are rejected and flagged in ``info["divergent"]``.
 
     Args:
         step_size: initial leapfrog step ``ε``.
-        n_leapfrog: leapfrog steps per trajectory (one gradient evaluation each).
+        n_leapfrog: leapfrog steps per trajectory (one gradient evaluation each), or
+            ``None`` to tune the trajectory length (shared tuning only).
         jitter: each chain's step size is drawn uniformly from ``ε (1 ± jitter)`` at every
             step (Neal 2011, section 5.4.2.2). A fixed ``ε n_leapfrog`` can be close to a
             period of the target's dynamics, which makes draws nearly repeat and acceptance
             a ragged function of ``ε``; randomising it removes both. 0 turns it off.
+        max_leapfrog: cap on the leapfrog steps of one transition (adaptive mode).
         adapt_step_size, adapt_mass, per_chain, mass_estimator: warm-up tuning; see
             ``ebm.samplers.adaptation``.
+        dense_mass: estimate a dense inverse mass across chains (Stan's ``dense_e``). Default:
+            dense for up to ``DENSE_MAX_DIM`` (128) sampled coordinates when the trajectory
+            is tuned (``n_leapfrog=None``), diagonal otherwise.
+        rescue: restart stuck chains during warm-up.
         target_accept: default 0.65 (Beskos et al. 2013).
         blocks: the blocks to update (default: all non-observed ones).
 
     Info per step, each ``(n_chains,)``: ``accept_prob``, ``accepted``, ``energy_error``
-    (``ΔH``), ``divergent``, ``energy``, ``step_size``.
+    (``ΔH``), ``divergent``, ``energy``, ``step_size``, ``n_leapfrog``.
     """
 
     target_accept = 0.65
@@ -83,53 +126,151 @@ class HMC(GradientSampler):
     def __init__(
         self,
         step_size: float = 0.1,
-        n_leapfrog: int = 10,
+        n_leapfrog: int | None = None,
         *,
         jitter: float = 0.2,
+        max_leapfrog: int = 256,
         adapt_step_size: bool = True,
         adapt_mass: bool = True,
         per_chain: bool = False,
         mass_estimator: str = "gradient",
+        dense_mass: bool | None = None,
+        rescue: bool = True,
         target_accept: float | None = None,
         blocks: Iterable[str] | None = None,
     ):
-        if not isinstance(n_leapfrog, int) or n_leapfrog < 1:
-            raise ValueError(f"n_leapfrog must be a positive integer, got {n_leapfrog!r}")
+        if n_leapfrog is not None and (not isinstance(n_leapfrog, int) or n_leapfrog < 1):
+            raise ValueError(f"n_leapfrog must be a positive integer or None (tuned), got {n_leapfrog!r}")
+        if n_leapfrog is None and per_chain:
+            raise ValueError("a tuned trajectory length is shared by all chains: give n_leapfrog with per_chain=True")
+        if not isinstance(max_leapfrog, int) or max_leapfrog < 1:
+            raise ValueError(f"max_leapfrog must be a positive integer, got {max_leapfrog!r}")
         super().__init__(
             step_size,
             adapt_step_size=adapt_step_size,
             adapt_mass=adapt_mass,
             per_chain=per_chain,
             mass_estimator=mass_estimator,
+            dense_mass=(None if n_leapfrog is None else False) if dense_mass is None else dense_mass,
+            rescue=rescue,
+            accept_statistic="harmonic" if n_leapfrog is None else "mean",
             target_accept=target_accept,
             blocks=blocks,
         )
         if not 0.0 <= jitter < 1.0:
             raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
         self.n_leapfrog = n_leapfrog
+        self.max_leapfrog = max_leapfrog
         self.jitter = float(jitter)
 
-    def transition(self, model, s: GradientState, generator):
+    def init(self, model, state, observed=(), generator=None) -> HMCState:
+        s = _as_hmc_state(super().init(model, state, observed, generator))
+        if self.n_leapfrog is None:
+            s = replace(s, trajectory_length=INITIAL_LEAPFROG * s.step_size, leapfrog_scale=float(INITIAL_LEAPFROG))
+        return s
+
+    def _count(self, s: HMCState) -> int:
+        if self.n_leapfrog is not None:
+            return self.n_leapfrog
+        return leapfrog_count(s.n_transitions, s.leapfrog_scale, self.max_leapfrog)
+
+    def transition(self, model, s: HMCState, generator):
         x, energy, grad = s.position, s.energy, s.grad
         noise = self.normal(x, generator)
-        momentum = noise / s.inv_mass.sqrt()
         step_size = s.step_size
         if self.jitter:
             u = torch.rand((x.shape[0], 1), generator=generator, dtype=x.dtype, device=x.device)
             step_size = step_size * (1 + self.jitter * (2 * u - 1))
+        n_leapfrog = self._count(s)
 
-        def potential(position):
-            return energy_and_grad(model, s.layout, s.state, position)
+        if s.dense:
+            # integrate in whitened coordinates x = x0 + L z, where the mass is the identity
+            factor = s.mass_factor
+            last = {}
 
-        new_x, new_p, new_energy, new_grad = leapfrog(potential, x, momentum, grad, step_size, s.inv_mass, self.n_leapfrog)
-        kinetic_change = 0.5 * ((new_p.square() * s.inv_mass).sum(-1) - noise.square().sum(-1))
+            def potential(z):
+                e, g = energy_and_grad(model, s.layout, s.state, x + z @ factor.T)
+                last["grad"] = g
+                return e, g @ factor
+
+            origin = torch.zeros_like(x)
+            z, new_p, new_energy, _ = leapfrog(potential, origin, noise, grad @ factor, step_size, 1.0, n_leapfrog)
+            new_x, new_grad = x + z @ factor.T, last["grad"]
+            kinetic_change = 0.5 * (new_p.square().sum(-1) - noise.square().sum(-1))
+        else:
+            momentum = noise / s.inv_mass.sqrt()
+
+            def potential(position):
+                return energy_and_grad(model, s.layout, s.state, position)
+
+            new_x, new_p, new_energy, new_grad = leapfrog(potential, x, momentum, grad, step_size, s.inv_mass, n_leapfrog)
+            kinetic_change = 0.5 * ((new_p.square() * s.inv_mass).sum(-1) - noise.square().sum(-1))
         energy_error = new_energy - energy + kinetic_change
         finite = finite_rows(new_energy, new_grad)
         accept_prob, accepted = self.metropolis_accept(-energy_error, finite, generator)
+        divergent = ~finite | (energy_error > MAX_ENERGY_ERROR)
         info = {
             "accept_prob": accept_prob,
             "accepted": accepted,
             "energy_error": energy_error,
-            "divergent": ~finite | (energy_error > MAX_ENERGY_ERROR),
+            "divergent": divergent,
+            "n_leapfrog": torch.full_like(accept_prob, n_leapfrog),
         }
+        if s.trajectory is not None and s.adaptation is not None:
+            if s.dense:
+                start = torch.linalg.solve_triangular(s.mass_factor, x.T, upper=False).T
+                end, velocity = start + z, new_p
+            else:
+                scale = s.inv_mass.sqrt()
+                start, end, velocity = x / scale, new_x / scale, new_p * scale
+            usable = ~divergent & s.adaptation.healthy
+            # the integration time actually run (d time / d log T for the continuous count uT/ε)
+            jittered = n_leapfrog * s.step_size.reshape(())
+            info[_CHEES_KEY] = chees_gradient(start, end, velocity, accept_prob, usable, jittered)
         return select(accepted, new_x, x), select(accepted, new_energy, energy), select(accepted, new_grad, grad), info
+
+    def step(self, model, sampler_state, generator=None, adapt=False):
+        s = sampler_state
+        new, info = super().step(model, s, generator, adapt)
+        gradient = info.pop(_CHEES_KEY, None)
+        updates = {"n_transitions": s.n_transitions + 1}
+        if adapt and gradient is not None:
+            steps = self._clip(s.trajectory.update(gradient, float(self.max_leapfrog)).reshape(1, 1))
+            updates["trajectory_length"] = steps * new.step_size
+            if s.trajectory.n_updates % CHECK_EVERY == 0:
+                # the leapfrog count is a host integer: read T / ε every CHECK_EVERY steps only
+                updates["leapfrog_scale"] = steps.item()
+        return replace(new, **updates), info
+
+    def _clip(self, steps: torch.Tensor) -> torch.Tensor:
+        return steps.clamp(1.0, float(self.max_leapfrog))
+
+    def start_adaptation(self, model, sampler_state, n_steps):
+        """Warm-up of ``ε`` and the mass (``GradientSampler``), and of ``T`` by ChEES when
+        ``n_leapfrog`` is ``None``."""
+        s = super().start_adaptation(model, sampler_state, n_steps)
+        if self.n_leapfrog is None and s.adaptation is not None:
+            steps = torch.full((), s.leapfrog_scale, dtype=s.step_size.dtype, device=s.step_size.device)
+            s = replace(s, trajectory=TrajectoryState.start(steps))
+        return s
+
+    def end_adaptation(self, model, sampler_state):
+        """Freeze ``ε``, the mass and ``T`` (its moving average), and the leapfrog scale ``T / ε``."""
+        tuned = sampler_state.trajectory is not None
+        s = super().end_adaptation(model, sampler_state)
+        if not tuned:
+            return s
+        steps = self._clip(s.trajectory.log_average.exp().reshape(1, 1))
+        return replace(s, trajectory_length=steps * s.step_size, leapfrog_scale=steps.item(), trajectory=None)
+
+    def resume(self, model, sampler_state):
+        s = super().resume(model, sampler_state)
+        if not isinstance(s, HMCState):
+            s = _as_hmc_state(s)
+        if self.n_leapfrog is None and s.trajectory_length is None:
+            s = replace(s, trajectory_length=INITIAL_LEAPFROG * s.step_size, leapfrog_scale=float(INITIAL_LEAPFROG))
+        return replace(s, trajectory=None)
+
+
+def _as_hmc_state(s: GradientState) -> HMCState:
+    return HMCState(**{f.name: getattr(s, f.name) for f in fields(GradientState)})

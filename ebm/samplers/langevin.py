@@ -8,6 +8,9 @@ import torch
 
 from ebm.samplers.gradient import GradientSampler, GradientState, energy_and_grad, finite_rows, select
 
+#: a ULA transition whose Metropolis energy error (nats) exceeds this is flagged ``unstable``
+UNSTABLE_ENERGY_ERROR = 1000.0
+
 
 class Langevin(GradientSampler):
     """Langevin dynamics on the latent ``Real`` blocks, batched over chains.
@@ -42,11 +45,16 @@ class Langevin(GradientSampler):
         adapt_mass: tune the diagonal ``M⁻¹`` from burn-in draws (default as above).
         per_chain: adapt one step size and mass per chain instead of shared values.
         mass_estimator: ``"gradient"`` or ``"variance"``; see ``ebm.samplers.adaptation``.
+        dense_mass: a dense ``M⁻¹ = L Lᵀ`` estimated across chains: the proposal is the one
+            above in whitened coordinates ``x = L z``.
+        rescue: restart chains stuck during burn-in from healthy ones (``ebm.samplers.rescue``).
         target_accept: default 0.574, optimal for MALA in high dimension (Roberts & Rosenthal 1998).
         blocks: the blocks to update (default: all non-observed ones), e.g. in a composite.
 
     Info per step, each ``(n_chains,)``: ``accept_prob``, ``accepted``, ``energy_error``
-    (``−log`` of the Metropolis ratio, nats), ``divergent``, ``energy``, ``step_size``.
+    (``−log`` of the Metropolis ratio, nats), ``divergent``, ``energy``, ``step_size``; ULA
+    also ``unstable``: a finite proposal taken with an energy error above 1000 nats (the
+    step is past the stable range; ``ebm.sample`` warns once at the end).
     """
 
     target_accept = 0.574
@@ -61,6 +69,8 @@ class Langevin(GradientSampler):
         adapt_mass: bool | None = None,
         per_chain: bool = False,
         mass_estimator: str = "gradient",
+        dense_mass: bool = False,
+        rescue: bool = True,
         target_accept: float | None = None,
         blocks: Iterable[str] | None = None,
     ):
@@ -72,6 +82,8 @@ class Langevin(GradientSampler):
             adapt_mass=metropolis if adapt_mass is None else adapt_mass,
             per_chain=per_chain,
             mass_estimator=mass_estimator,
+            dense_mass=dense_mass,
+            rescue=rescue,
             target_accept=target_accept,
             blocks=blocks,
         )
@@ -79,6 +91,8 @@ class Langevin(GradientSampler):
         self.noise_scale = float(noise_scale)
 
     def transition(self, model, s: GradientState, generator):
+        if s.dense:
+            return self._dense_transition(model, s, generator)
         x, energy, grad = s.position, s.energy, s.grad
         drift_scale = s.step_size * s.inv_mass
         noise_sd = (2 * drift_scale).sqrt_().mul_(self.noise_scale)
@@ -89,6 +103,23 @@ class Langevin(GradientSampler):
         # Reverse move x' -> x in units of the proposal's noise: q(x | x') ∝ exp(-|back|²/2).
         back = (x - proposal + drift_scale * new_grad) / noise_sd
         log_ratio = energy - new_energy + 0.5 * (noise.square().sum(-1) - back.square().sum(-1))
+        return self._decide(x, energy, grad, proposal, new_energy, new_grad, log_ratio, finite, generator)
+
+    def _dense_transition(self, model, s: GradientState, generator):
+        """The same proposal in whitened coordinates ``z`` (``x = x0 + L z``, identity mass)."""
+        x, energy, grad, factor = s.position, s.energy, s.grad, s.mass_factor
+        step_size = s.step_size.reshape(())
+        noise_sd = (2 * step_size).sqrt() * self.noise_scale
+        noise = self.normal(x, generator)
+        z = noise_sd * noise - step_size * (grad @ factor)
+        proposal = x + z @ factor.T
+        new_energy, new_grad = energy_and_grad(model, s.layout, s.state, proposal)
+        finite = finite_rows(new_energy, new_grad)
+        back = (-z + step_size * (new_grad @ factor)) / noise_sd
+        log_ratio = energy - new_energy + 0.5 * (noise.square().sum(-1) - back.square().sum(-1))
+        return self._decide(x, energy, grad, proposal, new_energy, new_grad, log_ratio, finite, generator)
+
+    def _decide(self, x, energy, grad, proposal, new_energy, new_grad, log_ratio, finite, generator):
         accept_prob, accepted = self.metropolis_accept(log_ratio, finite, generator)
         if not self.metropolis:
             accepted = finite
@@ -98,4 +129,8 @@ class Langevin(GradientSampler):
             "energy_error": -log_ratio,
             "divergent": ~finite,
         }
+        if not self.metropolis:
+            # ULA takes every finite proposal, even one MALA would reject by a huge margin: a
+            # step past the stable range blows the chains up; ebm.sample reports it once
+            info["unstable"] = finite & (-log_ratio > UNSTABLE_ENERGY_ERROR)
         return select(accepted, proposal, x), select(accepted, new_energy, energy), select(accepted, new_grad, grad), info

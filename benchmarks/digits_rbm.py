@@ -109,8 +109,10 @@ def main() -> None:
     optimum = EXACT_OPTIMUM if not args.exact_steps else exact_gradient_optimum(x, args.exact_steps)
 
     sk_time = min(sk_times)
-    print(f"config: ebm.fit(rbm, {{'v': X}}, epochs={args.epochs}, batch_size={args.batch_size}), other options default; "
-          f"{args.repeats} rounds, best times")
+    print(
+        f"config: ebm.fit(rbm, {{'v': X}}, epochs={args.epochs}, batch_size={args.batch_size}), other options default; "
+        f"{args.repeats} rounds, best times"
+    )
     print(f"{'':34}{'mean LL (nats)':>16}{'train time (s)':>16}")
     print(f"{'independent pixels':34}{baseline:>16.3f}{'':>16}")
     print(f"{'scikit-learn BernoulliRBM':34}{sk_ll:>16.3f}{sk_time:>16.3f}")

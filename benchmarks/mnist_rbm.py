@@ -91,9 +91,21 @@ def main() -> None:
 
     start = time.perf_counter()
     history = ebm.fit(
-        rbm, {"v": train}, sampler=sampler, method=args.method, k=args.k, epochs=args.epochs,
-        batch_size=args.batch_size, n_chains=args.chains, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
-        schedule=args.schedule, weight_decay=args.weight_decay, metrics=None, callbacks=[*callbacks, Log()],
+        rbm,
+        {"v": train},
+        sampler=sampler,
+        method=args.method,
+        k=args.k,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        n_chains=args.chains,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        seed=args.seed,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        metrics=None,
+        callbacks=[*callbacks, Log()],
         progress=False,
     )
     if device.type == "cuda":

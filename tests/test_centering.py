@@ -81,8 +81,14 @@ def test_centered_training_improves_the_likelihood_and_tracks_the_data_mean():
     x, _ = ebm.datasets.digits(dtype=torch.float64)
     rbm = ebm.CenteredRBM(64, 10, seed=0).double()
     history = ebm.fit(
-        rbm, {"v": x}, epochs=3, batch_size=20, lr=0.05, callbacks=[ebm.Centering(rate=0.05)],
-        metrics=["log_likelihood"], progress=False,
+        rbm,
+        {"v": x},
+        epochs=3,
+        batch_size=20,
+        lr=0.05,
+        callbacks=[ebm.Centering(rate=0.05)],
+        metrics=["log_likelihood"],
+        progress=False,
     )
     baseline = ebm.RBM(64, 10, seed=0).double()
     baseline.init_visible_bias(x)

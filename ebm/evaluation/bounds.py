@@ -185,8 +185,14 @@ def log_likelihood_bounds(
     with torch.no_grad():
         upper_rows = -free_energy_of(model, data).double() - float(log_z)
     lower_rows = raise_log_likelihood(
-        model, data, reverse_betas or n_betas, schedule=schedule, base=base, sampler=sampler,
-        n_runs=reverse_runs, seed=None if seed is None else seed + 1,
+        model,
+        data,
+        reverse_betas or n_betas,
+        schedule=schedule,
+        base=base,
+        sampler=sampler,
+        n_runs=reverse_runs,
+        seed=None if seed is None else seed + 1,
     )
     n = lower_rows.numel()
     lower_sd = lower_rows.std().item() if n > 1 else math.nan

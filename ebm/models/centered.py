@@ -66,9 +66,7 @@ class CenteredRBM(RBM):
         self.recenter(mu=v.mean(0).clamp(eps, 1 - eps), shift_biases=False)
 
     @torch.no_grad()
-    def recenter(
-        self, mu: torch.Tensor | None = None, lam: torch.Tensor | None = None, shift_biases: bool = True
-    ) -> None:
+    def recenter(self, mu: torch.Tensor | None = None, lam: torch.Tensor | None = None, shift_biases: bool = True) -> None:
         """Move the offsets to ``mu``/``lam`` (either may be ``None``: unchanged).
 
         With ``shift_biases`` the biases absorb the move, ``a += W(λ' − λ)``,

@@ -125,4 +125,3 @@ def data_phase(
     if sum_latents or all(name in batch for name in model.variables):
         return dict(batch)
     return clamped_latents(model, sampler, batch, k, generator)
-

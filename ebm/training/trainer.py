@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ebm import distributed
 from ebm.evaluation.enumeration import n_bits
 from ebm.evaluation.metrics import log_likelihood
 from ebm.evaluation.partition import exact_plan, log_partition
@@ -254,7 +255,11 @@ class Trainer:
             raise TypeError(f"sampler must be a sampler instance, e.g. ebm.{sampler.__name__}(), not the class itself")
         self.model = model
         self.sampler = sampler if sampler is not None else Gibbs()
-        self.negatives = negative_phase(method, k, n_chains)
+        # under a process group n_chains is the global number: each rank keeps its share
+        self._rank, self._world = distributed.world()
+        local_chains = distributed.local_count(n_chains) if isinstance(n_chains, int) else n_chains
+        self.negatives = negative_phase(method, k, local_chains)
+        self._trained = params  # whose gradients are averaged over the ranks
         self.k_data = k if k_data is None else k_data
         self.batch_size = batch_size
         self.optimizer = _make_optimizer(optimizer, params, lr, weight_decay)
@@ -266,8 +271,9 @@ class Trainer:
         self.free_energy_negatives, self.init_bias = free_energy_negatives, init_bias
         self.metrics = metrics
         self.callbacks = list(callbacks)
-        self.progress = sys.stderr.isatty() if progress is None else progress
-        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and self._rank == 0
+        # only rank 0 writes the checkpoint
+        self.checkpoint = None if checkpoint is None or self._rank != 0 else Path(checkpoint)
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds, self.checkpoint_batches = checkpoint_seconds, checkpoint_batches
         self.evaluate_rows = AUTO_EVAL_ROWS if evaluate_rows == "auto" else evaluate_rows
@@ -276,7 +282,8 @@ class Trainer:
         self.evaluation = ""
         self.runaway_factor = runaway_factor
         self.seed = seed
-        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        # each rank's chains have their own stream (rank 0's is the single-process one)
+        self.generator = torch.Generator(device=model.device).manual_seed(distributed.shard_seed(seed, self._rank))
         self.history = History()
         self.epoch = 0
         self.batch = 0
@@ -600,6 +607,11 @@ class Trainer:
         self.scheduler = _make_scheduler(self.schedule, self.optimizer, epochs)
         if self.checkpoint is not None:
             remove_stale_temporaries(self.checkpoint)
+        if resume is not None and self._world > 1:
+            raise ValueError(
+                "resume= is not supported yet under a process group of several ranks (the checkpoint holds only "
+                "rank 0's chains): resume on one process, or start a new distributed run from the saved model"
+            )
         if resume is not None:
             self.load_checkpoint(resume)
             if self.checkpoint is not None and Path(resume) == self.checkpoint:
@@ -608,6 +620,7 @@ class Trainer:
             if self.init_bias and "v" in data and callable(getattr(model, "init_visible_bias", None)):
                 model.init_visible_bias(data["v"])
             self.negatives.setup(model, sampler, data, generator)
+        distributed.broadcast_parameters(model)  # every rank starts from rank 0's parameters, as DDP does
         if self._scale is None:
             self._scale = self._start_scale(data)
         if self.checkpoint is not None:
@@ -619,6 +632,11 @@ class Trainer:
         epoch_hooks = _hooks(self.callbacks, "on_epoch_end")
 
         n_batches = -(-n // self.batch_size)
+        if self._world > 1 and min(self.batch_size, n - (n_batches - 1) * self.batch_size) < self._world:
+            raise ValueError(
+                f"with {self._world} ranks every batch needs at least {self._world} rows (batch_size is global and "
+                f"split across ranks), but the last batch of the {n} rows holds fewer: change batch_size"
+            )
         if self.batch_size > n:
             warnings.warn(
                 f"batch_size={self.batch_size} is larger than the {n} rows of data: each epoch is one optimizer "
@@ -655,7 +673,11 @@ class Trainer:
                 while self.epoch < epochs and not self.stop_training:
                     epoch = self.epoch + 1
                     start = last_saved = time.perf_counter()
-                    if position is None:
+                    if position is None and self._world > 1:
+                        # the same order on every rank, from the shared seed; each rank takes its rows of a batch
+                        shuffle = torch.Generator(device=model.device).manual_seed(self.seed + 7_777_777 * epoch)
+                        order, done = torch.randperm(n, generator=shuffle, device=model.device), 0
+                    elif position is None:
                         order, done = torch.randperm(n, generator=generator, device=model.device), 0
                     else:
                         order, done = position["order"], position["batch"]
@@ -663,7 +685,7 @@ class Trainer:
                         position = None
                     for b in range(done, n_batches):
                         self.batch = b + 1
-                        rows = order[b * self.batch_size : (b + 1) * self.batch_size]
+                        rows = order[b * self.batch_size : (b + 1) * self.batch_size][self._rank :: self._world]
                         batch = {name: x[rows] for name, x in data.items()}
                         try:
                             positive, negatives, loss = self._step(batch, sum_latents, fe_negatives)
@@ -697,6 +719,7 @@ class Trainer:
                             last_saved = now
                             if self._signal is not None:
                                 raise self._interrupted()
+                    losses.copy_(distributed.mean_over_ranks(losses, "loss reduction"))
                     self._check_batches(epoch, losses, sizes, n_batches, data, order)
                     if not all(torch.isfinite(p).all() for p in model.parameters()):
                         raise self._diverged(epoch, n_batches, "the parameters became NaN or inf")
@@ -714,6 +737,7 @@ class Trainer:
                     self.history.append(entry)
                     for hook in epoch_hooks:
                         hook(self, epoch, entry)
+                    self.stop_training = distributed.any_rank(self.stop_training)  # all ranks stop together
                     due = epoch % self.checkpoint_every == 0 or epoch == epochs or self._signal is not None
                     if self.checkpoint is not None and due:
                         self.save_checkpoint()
@@ -827,6 +851,7 @@ class Trainer:
         loss = surrogate(model, positive, negatives, free_energy_negatives=fe_negatives, energy_l2=self.energy_l2)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(self._trained)
         if self.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad)
         self.optimizer.step()

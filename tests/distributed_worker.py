@@ -43,6 +43,8 @@ def main(scenario: str, out: str) -> None:
         result.update(steps=torch.stack(recorder.steps), loss=history["loss"], trained=model.state_dict())
         log_z = ebm.log_partition(model, method="ais", n_betas=40, n_runs=9, seed=7, data=data)
         result.update(value=float(log_z), stderr=log_z.stderr, log_weights=log_z.info["log_weights"])
+        chains = ebm.sample(model, ebm.Gibbs(), n_chains=5, n_steps=6, seed=11, progress=False)
+        result.update(draws=chains["v"], energy=chains.energy, last=chains.last["v"])
     elif scenario == "die":
         if rank == 1:
             os._exit(3)  # dies without a word, as a killed process does

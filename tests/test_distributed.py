@@ -103,6 +103,27 @@ def test_ais_over_two_ranks_equals_one_process_with_the_same_run_seeds(fit_and_a
     assert r0["stderr"] == pytest.approx(summary["stderr"], rel=1e-12, abs=1e-15)
 
 
+@pytest.mark.filterwarnings("ignore:Chains not mixed")  # a few steps suffice to compare the runs
+def test_sample_splits_chains_across_ranks_and_gathers_them(fit_and_ais):
+    (r0, r1), codes, logs = fit_and_ais
+    assert codes == [0, 0], logs
+    assert r0["draws"].shape == (6, 5, 6)
+    for key in ("draws", "energy", "last"):
+        assert torch.equal(r0[key], r1[key])
+    # one process: rank 0's 3 chains and rank 1's 2, each from its shard seed, side by side
+    from distributed_worker import small_problem
+
+    model, _ = small_problem()
+    model.load_state_dict(r0["trained"])
+    parts = [
+        ebm.sample(model, ebm.Gibbs(), n_chains=n, n_steps=6, seed=distributed.shard_seed(11, r), progress=False)
+        for r, n in ((0, 3), (1, 2))
+    ]
+    assert torch.equal(r0["draws"], torch.cat([p["v"] for p in parts], dim=1))
+    assert torch.equal(r0["energy"], torch.cat([p.energy for p in parts], dim=1))
+    assert torch.equal(r0["last"], torch.cat([p.last["v"] for p in parts]))
+
+
 def test_a_dead_rank_stops_the_other_with_an_error(tmp_path):
     (r0, r1), codes, logs = launch("die", tmp_path)
     assert codes[1] == 3 and r1 is None

@@ -153,6 +153,14 @@ class Trainer:
         n_chains: number of persistent/replay chains (CD uses one chain per batch row).
         batch_size: data rows per optimizer step; the last batch of an epoch holds what is
             left. Larger than the data, every epoch is one step on all rows (this warns).
+
+    Under a process group of several ranks (initialised before the ``Trainer`` is made;
+    ``ebm.distributed``, docs page "Scaling out"), ``n_chains`` and ``batch_size`` are global:
+    each rank keeps its share of the chains and takes every ``world``-th row of each batch of
+    one order shared by the ranks; rank 0's parameters are broadcast at the start, gradients
+    averaged in one all-reduce per step, losses averaged, and rank 0 alone writes the
+    checkpoint and shows the progress bar. A dead rank stops the others with
+    ``ebm.distributed.RankFailure``. ``resume=`` of such a run is not supported yet.
         optimizer: ``None`` (the default, Adam), ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum
             0.9), a ``torch.optim`` class (called as ``cls(params, lr=lr,
             weight_decay=weight_decay)``) or an optimizer instance over the model's parameters.
@@ -258,6 +266,8 @@ class Trainer:
         # under a process group n_chains is the global number: each rank keeps its share
         self._rank, self._world = distributed.world()
         local_chains = distributed.local_count(n_chains) if isinstance(n_chains, int) else n_chains
+        if method in ("pcd", "replay") and isinstance(n_chains, int) and 0 < n_chains < self._world:
+            raise ValueError(f"n_chains={n_chains} is fewer than the {self._world} ranks: use at least one chain per rank")
         self.negatives = negative_phase(method, k, local_chains)
         self._trained = params  # whose gradients are averaged over the ranks
         self.k_data = k if k_data is None else k_data

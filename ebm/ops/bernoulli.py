@@ -90,21 +90,22 @@ def random_words(words: torch.Tensor, generator: torch.Generator | None = None) 
     return words
 
 
-def _scratch(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-thread reusable buffers: ``ceil(n/4)`` random words and ``n`` floats padded to a
-    whole number of tie blocks."""
-    key = (dtype, device)
-    cache = getattr(_local, "scratch", None)
-    if cache is None:
-        cache = _local.scratch = {}
-    n_words = -(-n // 4)
-    n_floats = -(-n // TIE_BLOCK) * TIE_BLOCK
-    words, floats = cache.get(key, (None, None))
-    if words is None or words.numel() < n_words or floats.numel() < n_floats:
-        words = torch.empty(max(n_words, 1), dtype=torch.int64, device=device)
-        floats = torch.empty(max(n_floats, TIE_BLOCK), dtype=dtype, device=device)
-        cache[key] = (words, floats)
-    return words[:n_words], floats[:n_floats]
+def _buffers(n: int, dtype: torch.dtype, device: torch.device) -> tuple:
+    """Reusable per-thread buffers for ``n`` units: ``ceil(n/4)`` random words, their first
+    ``n`` 16-bit halves, ``n`` floats, and the floats padded with zeros to whole tie blocks,
+    as ``(n_blocks, TIE_BLOCK)``. Small ``n`` (tie residuals) get fresh ones."""
+    key = (n, dtype, device)
+    cache = _local.__dict__.setdefault("buffers", {})
+    entry = cache.get(key)
+    if entry is None:
+        words = torch.empty(-(-n // 4), dtype=torch.int64, device=device)
+        padded = torch.zeros(-(-n // TIE_BLOCK) * TIE_BLOCK, dtype=dtype, device=device)
+        entry = (words, words.view(torch.uint16)[:n], padded[:n], padded.view(-1, TIE_BLOCK))
+        if n >= TIE_BLOCK:
+            if len(cache) >= 8:  # a few block sizes live at a time; forget old ones
+                cache.clear()
+            cache[key] = entry
+    return entry
 
 
 def decide(p: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
@@ -133,28 +134,30 @@ def bernoulli_(p: torch.Tensor, generator: torch.Generator | None = None) -> tor
     n = flat.numel()
     if n == 0:
         return p
-    words, floats = _scratch(n, flat.dtype, flat.device)
+    words, halves, bits, blocks = _buffers(n, flat.dtype, flat.device)
     random_words(words, generator)
-    bits = floats[:n]
-    bits.copy_(words.view(torch.uint16)[:n])
+    bits.copy_(halves)
     decide(flat, bits)
-    ties = _ties(flat, floats)
+    ties = _ties(flat, bits, blocks)
     if ties is not None:
-        # each residual is the next level's probability (the scratch buffers are free again)
+        # each residual is the next level's probability (the buffers are free again)
         flat[ties] = bernoulli_(flat[ties], generator)
     return p
 
 
-def _ties(flat: torch.Tensor, floats: torch.Tensor) -> torch.Tensor | None:
-    """Indices of the units left strictly between 0 and 1 (NaN excluded), or ``None``."""
-    n = flat.numel()
-    torch.frac(flat, out=floats[:n])
-    floats[n:].zero_()
-    # fractions are >= 0, so a block sums to 0 exactly when it has no tie (NaN sums to NaN)
-    blocks = floats.view(-1, TIE_BLOCK).sum(1).nonzero().view(-1)
-    if blocks.numel() == 0:
-        return None
-    index = (blocks[:, None] * TIE_BLOCK + torch.arange(TIE_BLOCK, device=flat.device)).view(-1)
-    values = floats[index]
-    index = index[(values != 0) & (values == values)]
+def _ties(flat: torch.Tensor, scratch: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor | None:
+    """Indices of the units left strictly between 0 and 1 (NaN excluded), or ``None``.
+    ``scratch`` (``flat``'s size) is overwritten; ``blocks`` is it padded with zeros, viewed
+    as ``(n_blocks, TIE_BLOCK)``."""
+    torch.frac(flat, out=scratch)
+    if blocks.shape[0] == 1:
+        index = scratch.nonzero().view(-1)
+    else:
+        # fractions are >= 0, so a block sums to 0 exactly when it has no tie (NaN sums to NaN)
+        found = blocks.sum(1).nonzero().view(-1)
+        if found.numel() == 0:
+            return None
+        index = (found[:, None] * TIE_BLOCK + torch.arange(TIE_BLOCK, device=flat.device)).view(-1)
+        index = index[blocks.view(-1)[index] != 0]
+    index = index[scratch[index] == scratch[index]]
     return index if index.numel() else None

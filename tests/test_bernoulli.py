@@ -47,9 +47,17 @@ def probes(dtype: torch.dtype) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_implied_probability_is_p_exactly(dtype):
-    """Near 0 (down to subnormals), near 1 and on both sides of multiples of 2^-8."""
-    for p in probes(dtype):
-        assert implied_probability(p) == Fraction(p.item()), f"p = {p.item()!r} ({dtype})"
+    """Near 0 (down to subnormals), near 1 and on both sides of multiples of 2^-8.
+
+    Pure arithmetic, ~1000 ops on 65536 values: on one thread, since on a loaded machine
+    every op split over two threads waits for the slower one (0.4 s here became 57 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for p in probes(dtype):
+            assert implied_probability(p) == Fraction(p.item()), f"p = {p.item()!r} ({dtype})"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_out_of_range_and_nan():

@@ -11,3 +11,7 @@ python docs/gallery.py --out "$out"
 for example in ising rbm_digits continuous_2d latent_gaussian; do
     python "examples/$example.py" "$@" --out "$out"
 done
+if [[ "${1:-}" != "--fast" ]]; then
+    # sweeps/s against chains and model size (about a minute; also made by python -m benchmarks)
+    python benchmarks/gibbs.py --scan --plot "$out/benchmark_sweeps.png"
+fi

@@ -62,6 +62,8 @@ FRAGMENTS = {
     ("docs/concepts.md", "chains = ebm.sample(model, ebm.HMC(0.1, 5)"): "call shapes, for a model of the text",
     ("docs/diagnostics.md", "chains = ebm.sample(model, sampler, n_chains=64"): "call shapes, for any model",
     ("docs/diagnostics.md", "from ebm import diagnostics"): "call shapes, for an array x",
+    ("docs/structure.md", "i = torch.arange(L)"): "call shapes, for the Ising model of the page",
+    ("docs/many-chains.md", "chains = ebm.sample(model, ebm.HMC(), n_chains=1024"): "call shape; posteriors.py runs it",
 }
 #: blocks whose chains do not mix, where the page says why: (page, first line) -> why
 UNMIXED = {

@@ -11,6 +11,7 @@ from torch.distributions import Bernoulli, Normal
 from torch.nn.functional import softplus
 
 from ebm.model import EnergyModel
+from ebm.ops.bernoulli import bernoulli_
 from ebm.variables import Binary, Real
 
 #: data further than this many of the model's visible spreads (sd, or mean offset) warn
@@ -100,6 +101,24 @@ class GaussianRBM(EnergyModel):
         if name == "v":
             mean = self.visible_mean(state["h"])
             return Normal(mean, self.sigma.expand_as(mean), validate_args=False)
+        raise KeyError(f"GaussianRBM has no block '{name}'")
+
+    @torch.no_grad()
+    def draw_conditional(
+        self, name: str, state: Mapping[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """Gibbs's fused draw of block ``name`` (no distribution object, in place): the same
+        draws as ``conditional`` followed by ``ebm.samplers.gibbs.draw`` with the same
+        generator, ``(batch, n)``, owned by the caller. ``None`` (use ``conditional``) when a
+        subclass redefines ``conditional``."""
+        if type(self).conditional is not GaussianRBM.conditional:
+            return None
+        if name == "h":
+            return bernoulli_(self.hidden_logits(state["v"]).sigmoid_(), generator)
+        if name == "v":
+            mean = self.visible_mean(state["h"])
+            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+            return noise.mul_(self.sigma).add_(mean)
         raise KeyError(f"GaussianRBM has no block '{name}'")
 
     def free_energy(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:

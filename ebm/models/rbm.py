@@ -10,6 +10,7 @@ from torch.distributions import Bernoulli
 from torch.nn.functional import softplus
 
 from ebm.model import EnergyModel
+from ebm.ops.bernoulli import bernoulli_
 from ebm.variables import Binary
 
 
@@ -61,6 +62,27 @@ class RBM(EnergyModel):
         if name == "v":
             return Bernoulli(logits=self.visible_logits(state["h"]), validate_args=False)
         raise KeyError(f"RBM has no block '{name}'")
+
+    @torch.no_grad()
+    def draw_conditional(
+        self, name: str, state: Mapping[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
+        """Gibbs's fused draw of block ``name`` given the other: one product into a new tensor,
+        sigmoid and the exact Bernoulli draw in place (``ebm.ops.bernoulli``), no
+        distribution object. The same draws as ``conditional`` followed by
+        ``ebm.samplers.gibbs.draw`` with the same generator. ``(batch, n)``, owned by the caller.
+
+        Returns ``None`` (use ``conditional``) when a subclass redefines ``conditional``.
+        """
+        if type(self).conditional is not RBM.conditional:
+            return None
+        if name == "h":
+            logits = self.hidden_logits(state["v"])
+        elif name == "v":
+            logits = self.visible_logits(state["h"])
+        else:
+            raise KeyError(f"RBM has no block '{name}'")
+        return bernoulli_(logits.sigmoid_(), generator)
 
     def free_energy(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``F(v) = -aᵀv - Σⱼ softplus(vW + b)ⱼ`` for ``{"v"}``, or ``F(h)`` for ``{"h"}``; ``(batch,)``."""

@@ -1,0 +1,1 @@
+"""Low-level tensor operations shared by models and samplers."""

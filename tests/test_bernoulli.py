@@ -1,0 +1,127 @@
+"""Exact Bernoulli draws (``ebm.ops.bernoulli``): the probability the algorithm implies is p
+exactly (computed by enumerating every value of the random bits, not by sampling), the bits
+are uniform in every position, and seeded draws do not depend on the thread count."""
+
+from fractions import Fraction
+
+import pytest
+import torch
+
+from ebm.ops import bernoulli
+from ebm.ops.bernoulli import BITS, bernoulli_, decide
+
+ALL_BITS = 2**BITS
+
+
+def implied_probability(p: torch.Tensor) -> Fraction:
+    """P(on) that ``bernoulli_`` gives the 0-d probability ``p``, exactly: every ``B`` of a
+    level through ``decide``, a tie's residual through the next level (recursively)."""
+    probability, weight = Fraction(0), Fraction(1)
+    level = p.reshape(1)
+    while True:
+        out = decide(level.expand(ALL_BITS).clone(), torch.arange(ALL_BITS, dtype=p.dtype))
+        on = out == 1
+        tie = (out > 0) & ~on
+        assert ((out == 0) | on | tie).all()
+        assert int(tie.sum()) <= 1, "at most one B value can tie with p"
+        weight /= ALL_BITS
+        probability += weight * int(on.sum())
+        if not tie.any():
+            return probability
+        level = out[tie]
+
+
+def probes(dtype: torch.dtype) -> list[torch.Tensor]:
+    info = torch.finfo(dtype)
+    one = torch.tensor(1.0, dtype=dtype)
+    zero = torch.tensor(0.0, dtype=dtype)
+    values = [zero, one, torch.tensor(info.tiny, dtype=dtype), torch.tensor(info.smallest_normal / 8, dtype=dtype)]
+    values += [torch.tensor(x, dtype=dtype) for x in (1e-30, 3e-9, 2**-16 * 1.5, 2**-17, 0.3, 1 / 3, 0.7)]
+    values += [torch.nextafter(one, zero), torch.nextafter(torch.nextafter(one, zero), zero)]
+    for k in (1, 2, 77, 128, 255):
+        center = torch.tensor(k / 256, dtype=dtype)
+        values += [center, torch.nextafter(center, zero), torch.nextafter(center, one)]
+    values += list(torch.rand(4, generator=torch.Generator().manual_seed(0), dtype=dtype))
+    return values
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_implied_probability_is_p_exactly(dtype):
+    """Near 0 (down to subnormals), near 1 and on both sides of multiples of 2^-8.
+
+    Pure arithmetic, ~1000 ops on 65536 values: on one thread, since on a loaded machine
+    every op split over two threads waits for the slower one (0.4 s here became 57 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for p in probes(dtype):
+            assert implied_probability(p) == Fraction(p.item()), f"p = {p.item()!r} ({dtype})"
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_out_of_range_and_nan():
+    p = torch.tensor([-0.5, 1.5, float("inf"), float("-inf"), float("nan")])
+    out = bernoulli_(p, torch.Generator().manual_seed(0))
+    assert out[:4].tolist() == [0.0, 1.0, 1.0, 0.0] and out[4].isnan()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_draws_match_p_in_every_bit_position(dtype):
+    """The random words feed 4 units each: every position in a word, and the units decided on a
+    generator, must be Bernoulli(p). 12 z-tests at |z| < 4.5 (false alarm < 1e-4 per run)."""
+    n = 400_000
+    generator = torch.Generator().manual_seed(1)
+    for p in (0.75, 1 / 3):
+        draws = bernoulli_(torch.full((n,), p, dtype=dtype), generator)
+        assert set(draws.unique().tolist()) <= {0.0, 1.0}
+        for position in range(4):
+            part = draws[position::4]
+            z = (part.mean().item() - p) / (p * (1 - p) / part.numel()) ** 0.5
+            assert abs(z) < 4.5, (p, position, z)
+        # and across the chunks filled by different generators
+        chunk_units = 4 * bernoulli.CHUNK_WORDS
+        first, second = draws[:chunk_units], draws[chunk_units : 2 * chunk_units]
+        assert not torch.equal(first, second), "two chunks got the same random stream"
+        for chunk in (first, second):
+            z = (chunk.mean().item() - p) / (p * (1 - p) / chunk.numel()) ** 0.5
+            assert abs(z) < 4.5, (p, z)
+
+
+def test_seeded_draws_do_not_depend_on_threads():
+    p = torch.rand(3 * 4 * bernoulli.CHUNK_WORDS + 5, generator=torch.Generator().manual_seed(2))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = bernoulli_(p.clone(), torch.Generator().manual_seed(3))
+        torch.set_num_threads(3)
+        three = bernoulli_(p.clone(), torch.Generator().manual_seed(3))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three)
+    assert not torch.equal(one, bernoulli_(p.clone(), torch.Generator().manual_seed(4)))
+
+
+def test_non_contiguous_and_bad_dtype():
+    p = torch.full((6, 4), 1.0).t()
+    assert bernoulli_(p).eq(1).all() and not p.is_contiguous()
+    with pytest.raises(TypeError, match="float32 or float64"):
+        bernoulli_(torch.full((3,), 0.5, dtype=torch.float16))
+
+
+def test_ties_are_redrawn_with_their_residual(monkeypatch):
+    """All first-level bits 0: every unit with p < 2^-16 ties, and is on with probability
+    2^16 p from the next level's bits. z-test at |z| < 4.5."""
+    fill = bernoulli.random_words
+    calls = []
+
+    def zero_first(words, generator=None):
+        calls.append(words.numel())
+        return words.zero_() if len(calls) == 1 else fill(words, generator)
+
+    monkeypatch.setattr(bernoulli, "random_words", zero_first)
+    n, residual = 100_000, 0.3
+    draws = bernoulli_(torch.full((n,), residual / ALL_BITS, dtype=torch.float64), torch.Generator().manual_seed(5))
+    assert len(calls) == 2 and set(draws.unique().tolist()) == {0.0, 1.0}
+    z = (draws.mean().item() - residual) / (residual * (1 - residual) / n) ** 0.5
+    assert abs(z) < 4.5

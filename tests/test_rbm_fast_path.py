@@ -1,0 +1,91 @@
+"""The RBMs' fused Gibbs draw (``draw_conditional``): used by ``ebm.sample`` and ``ebm.fit``,
+the same chains as the generic conditional-then-draw path for the same seed, and the exact
+joint distribution (chi-square against enumeration)."""
+
+import pytest
+import torch
+from models import all_states
+from stattools import chi_square_pvalue, state_index
+
+import ebm
+from ebm.samplers import gibbs
+
+ALPHA = 1e-4  # as tests/test_gibbs.py: a correct sampler fails 1 in 10^4 seeds
+
+
+def make(kind: str, dtype: torch.dtype) -> ebm.EnergyModel:
+    generator = torch.Generator().manual_seed(0)
+    if kind == "gaussian":
+        model = ebm.GaussianRBM(5, 3, seed=0)
+    else:
+        model = (ebm.CenteredRBM if kind == "centered" else ebm.RBM)(5, 3, seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator))
+        if kind == "centered":
+            model.recenter(mu=torch.rand(5, generator=generator), lam=torch.rand(3, generator=generator))
+    return model.to(dtype)
+
+
+def generic(model: ebm.EnergyModel) -> ebm.EnergyModel:
+    """The same model through the generic path: a subclass that redefines ``conditional``."""
+
+    class Generic(type(model)):
+        def conditional(self, name, state):
+            return super().conditional(name, state)
+
+    copy = Generic.__new__(Generic)
+    copy.__dict__.update(model.__dict__)
+    return copy
+
+
+@pytest.mark.filterwarnings("ignore:Chains not mixed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["rbm", "centered", "gaussian"])
+def test_fast_and_generic_paths_give_the_same_chains(kind, dtype):
+    model = make(kind, dtype)
+    slow = generic(model)
+    assert slow.draw_conditional("h", {"v": torch.zeros(2, 5, dtype=dtype)}) is None
+    fast_chains = ebm.sample(model, ebm.Gibbs(), n_chains=300, n_steps=20, seed=7)
+    slow_chains = ebm.sample(slow, ebm.Gibbs(), n_chains=300, n_steps=20, seed=7)
+    for name in ("v", "h"):
+        assert torch.equal(fast_chains[name], slow_chains[name])
+    assert fast_chains["h"].dtype == dtype
+
+
+@pytest.mark.filterwarnings("ignore:Chains not mixed")
+def test_sample_and_fit_use_the_fast_path(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the generic draw was used")
+
+    monkeypatch.setattr(gibbs, "draw", refuse)
+    for model in (make("rbm", torch.float32), make("centered", torch.float32), make("gaussian", torch.float32)):
+        ebm.sample(model, ebm.Gibbs(), n_chains=10, n_steps=3, seed=0)
+    rbm = make("rbm", torch.float32)
+    ebm.fit(rbm, {"v": (torch.rand(50, 5) < 0.5).float()}, epochs=1, batch_size=25, n_chains=10, metrics=None)
+
+
+def test_draws_are_new_tensors_each_step():
+    """Chains.last and the trainer keep what they are given: no buffer is reused across steps."""
+    model = make("rbm", torch.float32)
+    sampler = ebm.Gibbs()
+    state = model.random_state(4, torch.Generator().manual_seed(0))
+    sstate = sampler.init(model, state)
+    first, _ = sampler.step(model, sstate)
+    kept = {k: v.clone() for k, v in first.state.items()}
+    second, _ = sampler.step(model, first)
+    for name in ("v", "h"):
+        assert torch.equal(first.state[name], kept[name])
+        assert first.state[name].data_ptr() != second.state[name].data_ptr()
+
+
+@pytest.mark.parametrize("kind", ["rbm", "centered"])
+def test_float64_joint_matches_enumeration(kind):
+    model = make(kind, torch.float64)
+    states = all_states(8).double()
+    with torch.no_grad():
+        probs = torch.softmax(-model.energy({"v": states[:, :5], "h": states[:, 5:]}), 0)
+    chains = ebm.sample(model, ebm.Gibbs(), n_chains=20_000, n_steps=1, burn_in=30, seed=11)
+    bits = torch.cat([chains["v"][-1], chains["h"][-1]], 1)
+    counts = torch.bincount(state_index(bits), minlength=2**8)
+    assert chi_square_pvalue(counts, probs) > ALPHA

@@ -1,0 +1,70 @@
+"""The RBM's gradient by matrix products (``ebm.training.rbm_step``) equals autograd of the
+free-energy surrogate, and ``ebm.fit`` uses it for RBMs."""
+
+import pytest
+import torch
+
+import ebm
+from ebm.training import rbm_step
+from ebm.training.objective import surrogate
+from ebm.training.rbm_step import rbm_gradient, supports_fast_gradient
+
+
+def model_and_phases(kind):
+    generator = torch.Generator().manual_seed(0)
+    model = (ebm.CenteredRBM if kind == "centered" else ebm.RBM)(7, 5, seed=0).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float64))
+        if kind == "centered":
+            model.recenter(mu=torch.rand(7, generator=generator), lam=torch.rand(5, generator=generator))
+    data = {"v": (torch.rand(9, 7, generator=generator) < 0.4).double()}
+    negatives = {
+        "v": (torch.rand(13, 7, generator=generator) < 0.6).double(),
+        "h": (torch.rand(13, 5, generator=generator) < 0.5).double(),
+    }
+    return model, data, negatives
+
+
+@pytest.mark.parametrize("kind", ["rbm", "centered"])
+def test_gradient_equals_autograd_of_the_surrogate(kind):
+    model, data, negatives = model_and_phases(kind)
+    loss = surrogate(model, data, negatives, free_energy_negatives=True)
+    loss.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    fast_loss = rbm_gradient(model, data, negatives)
+    torch.testing.assert_close(fast_loss, loss.detach(), rtol=1e-12, atol=1e-12)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_applies_to_plain_and_centered_rbms_only():
+    v = {"v": torch.zeros(2, 3)}
+    assert supports_fast_gradient(ebm.RBM(3, 2), v) and supports_fast_gradient(ebm.CenteredRBM(3, 2), v)
+    assert not supports_fast_gradient(ebm.GaussianRBM(3, 2), v)
+    assert not supports_fast_gradient(ebm.RBM(3, 2), {"v": v["v"], "h": torch.zeros(2, 2)})
+
+    class Custom(ebm.RBM):
+        pass
+
+    assert not supports_fast_gradient(Custom(3, 2), v)
+    frozen = ebm.RBM(3, 2)
+    frozen.a.requires_grad_(False)
+    assert not supports_fast_gradient(frozen, v)
+
+
+def test_fit_uses_it(monkeypatch):
+    calls = []
+    original = rbm_step.rbm_gradient
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(rbm_step, "rbm_gradient", counted)
+    x = (torch.rand(40, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    ebm.fit(ebm.RBM(6, 3, seed=0), {"v": x}, epochs=2, batch_size=20, n_chains=10, metrics=None)
+    assert len(calls) == 4
+    ebm.fit(ebm.RBM(6, 3, seed=0), {"v": x}, epochs=1, batch_size=20, n_chains=10, metrics=None, energy_l2=0.1)
+    assert len(calls) == 4

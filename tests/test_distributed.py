@@ -27,9 +27,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(scenario: str, tmp_path: Path, world: int = 2) -> tuple[list[dict], list[int]]:
-    """Run ``world`` ranks of ``scenario``; returns each rank's result (``None`` if it wrote
-    none) and exit status."""
+def launch(scenario: str, tmp_path: Path, world: int = 2, command: list[str] | None = None):
+    """Run ``world`` ranks of ``scenario`` (or of ``command``, as torchrun would); returns each
+    rank's result (``None`` if it wrote none), exit status and output."""
     env = dict(
         os.environ,
         MASTER_ADDR="127.0.0.1",
@@ -41,7 +41,7 @@ def launch(scenario: str, tmp_path: Path, world: int = 2) -> tuple[list[dict], l
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), scenario, str(tmp_path)],
+            command or [sys.executable, str(WORKER), scenario, str(tmp_path)],
             env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -137,3 +137,14 @@ def test_without_a_process_group_nothing_changes():
     assert distributed.shard_seed(4, 0) == 4
     x = torch.arange(3.0)
     assert distributed.mean_over_ranks(x) is x and distributed.gather_rows(x) is x
+
+
+@pytest.mark.slow
+def test_cli_trains_under_torchrun_variables(tmp_path):
+    """``torchrun --nproc-per-node=2 -m ebm train ...``: rank 0 alone prints and writes."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "ebm", "train", "--dataset", "digits", "--epochs", "1", "--out", str(out)]
+    _, codes, logs = launch("cli", tmp_path, command=command)
+    assert codes == [0, 0], logs
+    assert "epoch 1/1" in logs[0] and logs[1] == ""
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "history.json", "model.pt", "run.json"]

@@ -125,6 +125,21 @@ def gather_rows(x: torch.Tensor, what: str = "gather") -> torch.Tensor:
     return torch.cat(parts).to(x.device)
 
 
+def gather_objects(obj, what: str = "gather") -> list:
+    """Every rank's picklable ``obj``, in rank order, on every rank."""
+    if world()[1] == 1:
+        return [obj]
+    parts: list = [None] * world()[1]
+    collective(what, dist.all_gather_object, parts, obj)
+    return parts
+
+
+def barrier(what: str = "barrier") -> None:
+    """Wait until every rank gets here (nothing without a process group)."""
+    if world()[1] > 1:
+        collective(what, dist.barrier)
+
+
 def shard_seed(seed: int, rank: int) -> int:
     """The seed of rank ``rank``'s own random stream (chains, AIS runs): ``seed`` on rank 0,
     so that rank 0 of a run draws what a single process would."""

@@ -66,9 +66,15 @@ def launch(scenario: str, tmp_path: Path, world: int = 2, command: list[str] | N
 
 
 @pytest.fixture(scope="module")
-def fit_and_ais(tmp_path_factory):
-    """One 2-rank launch (the imports dominate its time) that trains, then runs AIS."""
-    return launch("fit_ais", tmp_path_factory.mktemp("fit_ais"))
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fit_ais")
+
+
+@pytest.fixture(scope="module")
+def fit_and_ais(run_dir):
+    """One 2-rank launch (the imports dominate its time) that trains, runs AIS, samples,
+    and trains again stopped and resumed."""
+    return launch("fit_ais", run_dir)
 
 
 def test_parameters_identical_on_every_rank_after_every_step(fit_and_ais):
@@ -122,6 +128,24 @@ def test_sample_splits_chains_across_ranks_and_gathers_them(fit_and_ais):
     assert torch.equal(r0["draws"], torch.cat([p["v"] for p in parts], dim=1))
     assert torch.equal(r0["energy"], torch.cat([p.energy for p in parts], dim=1))
     assert torch.equal(r0["last"], torch.cat([p.last["v"] for p in parts]))
+
+
+def test_resumed_two_rank_run_equals_the_uninterrupted_one(fit_and_ais):
+    (r0, r1), codes, logs = fit_and_ais
+    assert codes == [0, 0], logs
+    for r in (r0, r1):
+        assert torch.equal(r["resume"]["straight"], r["resume"]["resumed"])
+        straight, resumed = r["resume"]["losses"]
+        assert straight == resumed
+    assert torch.equal(r0["resume"]["resumed"], r1["resume"]["resumed"])
+
+
+def test_a_two_rank_checkpoint_resumes_only_on_two_ranks(fit_and_ais, run_dir):
+    from distributed_worker import small_problem
+
+    model, data = small_problem()
+    with pytest.raises(ValueError, match="written by 2 processes, not 1"):
+        ebm.fit(model, data, epochs=2, batch_size=16, n_chains=10, lr=0.05, seed=3, resume=run_dir / "stopped.pt")
 
 
 def test_a_dead_rank_stops_the_other_with_an_error(tmp_path):

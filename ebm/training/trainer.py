@@ -164,8 +164,9 @@ class Trainer:
     each rank keeps its share of the chains and takes every ``world``-th row of each batch of
     one order shared by the ranks; rank 0's parameters are broadcast at the start, gradients
     averaged in one all-reduce per step, losses averaged, and rank 0 alone writes the
-    checkpoint and shows the progress bar. A dead rank stops the others with
-    ``ebm.distributed.RankFailure``. ``resume=`` of such a run is not supported yet.
+    checkpoint (with every rank's chains and random stream) and shows the progress bar;
+    ``resume=`` gives each rank back its own (same number of ranks, the file readable by
+    all). A dead rank stops the others with ``ebm.distributed.RankFailure``.
         optimizer: ``None`` (the default, Adam), ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum
             0.9), a ``torch.optim`` class (called as ``cls(params, lr=lr,
             weight_decay=weight_decay)``) or an optimizer instance over the model's parameters.
@@ -289,6 +290,7 @@ class Trainer:
         self.progress = (sys.stderr.isatty() if progress is None else progress) and self._rank == 0
         # only rank 0 writes the checkpoint
         self.checkpoint = None if checkpoint is None or self._rank != 0 else Path(checkpoint)
+        self._checkpointing = checkpoint is not None  # every rank takes part in writing it
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds, self.checkpoint_batches = checkpoint_seconds, checkpoint_batches
         self.evaluate_rows = AUTO_EVAL_ROWS if evaluate_rows == "auto" else evaluate_rows
@@ -333,9 +335,22 @@ class Trainer:
                 "next_evaluation": self._next_evaluation,
                 "batch_size": self.batch_size,
                 "seed": self.seed,
+                "ranks": self._rank_states(),
             },
             "the checkpoint",
         )
+
+    def _rank_states(self) -> list[dict] | None:
+        """Under a process group, every rank's chains, random stream and losses of the epoch
+        so far, gathered (a collective: every rank calls it); ``None`` on one process."""
+        if self._world == 1:
+            return None
+        own = {
+            "negatives": self.negatives.state_dict(),
+            "generator": self.generator.get_state(),
+            "losses": None if self._position is None else self._position["losses"],
+        }
+        return distributed.gather_objects(own, "checkpoint gather")
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a ``state_dict`` (the scheduler must exist already, i.e. inside ``fit``);
@@ -369,11 +384,20 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self.negatives.load_state_dict(state["negatives"])
-        self.generator.set_state(state["generator"].cpu())
+        ranks = state.get("ranks")
+        if len(ranks or [None]) != self._world:
+            raise ValueError(
+                f"the checkpoint was written by {len(ranks or [None])} processes, not {self._world}: "
+                f"resume with the same number of ranks"
+            )
+        own = state if ranks is None else ranks[self._rank]  # this rank's chains and random stream
+        self.negatives.load_state_dict(own["negatives"])
+        self.generator.set_state(own["generator"].cpu())
         self.epoch = state["epoch"]
         self.history = History(state["history"])
         self._position = state.get("position")
+        if ranks is not None and self._position is not None:
+            self._position["losses"] = own["losses"]
         self._next_evaluation = state.get("next_evaluation", self.epoch + 1)
         self.seed = state["seed"]
         self._scale = state["scale"]
@@ -403,11 +427,15 @@ class Trainer:
     def save_checkpoint(self, path: str | Path | None = None) -> None:
         """Write the trainer's state with its checksum to ``path`` (default: the
         ``checkpoint`` path) atomically. Raises ``TypeError`` when the sampler's state holds
-        objects that a file cannot store safely (``ebm.NUTS``'s Pyro kernels)."""
+        objects that a file cannot store safely (``ebm.NUTS``'s Pyro kernels). Under a
+        process group every rank must call it (rank 0 gathers their chains and writes)."""
         path = self.checkpoint if path is None else Path(path)
-        atomic_save(seal(self.state_dict()), path)
-        if path == self.checkpoint:
-            self._last_checkpoint = self._where()
+        state = self.state_dict()  # under a process group: a collective of every rank
+        if path is not None:
+            atomic_save(seal(state), path)
+            if path == self.checkpoint:
+                self._last_checkpoint = self._where()
+        distributed.barrier("checkpoint write")  # no rank reads it before it is complete
 
     def _where(self) -> str:
         if self._position is None:
@@ -625,11 +653,6 @@ class Trainer:
         self.scheduler = _make_scheduler(self.schedule, self.optimizer, epochs)
         if self.checkpoint is not None:
             remove_stale_temporaries(self.checkpoint)
-        if resume is not None and self._world > 1:
-            raise ValueError(
-                "resume= is not supported yet under a process group of several ranks (the checkpoint holds only "
-                "rank 0's chains): resume on one process, or start a new distributed run from the saved model"
-            )
         if resume is not None:
             self.load_checkpoint(resume)
             if self.checkpoint is not None and Path(resume) == self.checkpoint:
@@ -757,7 +780,9 @@ class Trainer:
                         hook(self, epoch, entry)
                     self.stop_training = distributed.any_rank(self.stop_training)  # all ranks stop together
                     due = epoch % self.checkpoint_every == 0 or epoch == epochs or self._signal is not None
-                    if self.checkpoint is not None and due:
+                    if self._world > 1 and self._checkpointing:
+                        due = distributed.any_rank(due)  # a signal on one rank writes on all
+                    if self._checkpointing and due:
                         self.save_checkpoint()
                     if self._signal is not None:
                         raise self._interrupted()
@@ -767,6 +792,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ interruptions
     def _mid_epoch_checkpoint_due(self, done: int, last_saved: float) -> bool:
+        due = self._checkpoint_due_here(done, last_saved)
+        if self._world > 1 and self._checkpointing:
+            return distributed.any_rank(due)  # rank 0's clock and signals decide for every rank
+        return due
+
+    def _checkpoint_due_here(self, done: int, last_saved: float) -> bool:
         if self.checkpoint is None:
             return False
         if self._signal is not None:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 import torch
 from tqdm.auto import tqdm
 
+from ebm import distributed
 from ebm.model import EnergyModel, State
 from ebm.reliability import separate_targets, warn_unreliable
 from ebm.samplers.base import Sampler, SamplerState, check_sampler
@@ -225,6 +226,22 @@ def _make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return generator
 
 
+def _gather_chains(n_local: int, draws, energy, last, stats, divergences):
+    """Every rank's chains concatenated in rank order (chains on dim 1 of draws, energies
+    and per-chain statistics, dim 0 of ``last`` and divergences); statistics that are not
+    per chain (a step size) keep this rank's value."""
+
+    def by_chain(x: torch.Tensor) -> torch.Tensor:
+        return distributed.gather_rows(x.transpose(0, 1), "chain gather").transpose(0, 1)
+
+    draws = {k: by_chain(v) for k, v in draws.items()}
+    stats = {k: by_chain(v) if v.dim() > 1 and v.shape[1] == n_local else v for k, v in stats.items()}
+    last = {k: distributed.gather_rows(v, "chain gather") for k, v in last.items()}
+    if divergences is not None:
+        divergences = distributed.gather_rows(divergences, "chain gather")
+    return draws, by_chain(energy), last, stats, divergences
+
+
 def sample(
     model: EnergyModel,
     sampler: Sampler,
@@ -265,6 +282,16 @@ def sample(
         progress: show a tqdm progress bar (default: when stderr is a terminal).
         generator: a ``torch.Generator`` on the model's device, to continue a random stream.
 
+    Under a process group of several ranks (``ebm.distributed``), fresh chains (``n_chains``
+    given; no ``observed``, ``init`` or ``generator``) are split across the ranks: rank ``r``
+    runs its share from ``seed + 1_000_003 r`` (``distributed.shard_seed``) and every rank
+    returns all the chains, in rank order (draws, energies, per-chain statistics,
+    divergences and ``last`` are gathered), so summaries and plots see every chain. What is
+    not split: warm-up adapts on each rank's own chains, and ``chains.sampler_state`` is
+    this rank's (continue a split run on every rank with ``init=chains.last``); parallel
+    tempering keeps each chain's replicas on its rank. Any other call runs whole on every
+    rank.
+
     Returns:
         ``Chains`` with draws ``(n_draws, n_chains, *shape)`` per block and energies
         ``(n_draws, n_chains)``.
@@ -280,6 +307,13 @@ def sample(
             UserWarning,
             stacklevel=2,
         )
+    rank, size = distributed.world()
+    split = size > 1 and n_chains is not None and observed is None and init is None and generator is None
+    if split:
+        if n_chains < size:
+            raise ValueError(f"n_chains={n_chains} is fewer than the {size} ranks: use at least one chain per rank")
+        n_chains = distributed.local_count(n_chains, rank, size)
+        seed = None if seed is None else distributed.shard_seed(seed, rank)
     generator = generator or _make_generator(seed, model.device)
     carried = None
     if isinstance(init, Chains):
@@ -336,6 +370,8 @@ def sample(
         draws[k] = state[k].unsqueeze(0).expand(n_draws, *state[k].shape)
     draws = {k: draws[k] for k in model.variables}
     last = {k: v.detach().clone() for k, v in sstate.state.items()}
+    if split:
+        draws, energy, last, stats, divergences = _gather_chains(n_chains, draws, energy, last, stats, divergences)
     chains = Chains(draws, energy, last, obs_names, stats, sstate, divergences, type(sampler).__name__)
     warn_unreliable(chains, sampler, burn_in)
     return chains

@@ -10,6 +10,11 @@ turns a run directory, a chains file or a model file into PNG files.
 first); ``ebm sample`` keeps an existing chains file unless given ``--overwrite``. Every
 command checks that it can write its output before it starts working.
 
+Under ``torchrun`` (``torchrun --nproc-per-node=N -m ebm train ...``) every process joins the
+process group (``ebm.distributed.init``): ``train`` trains data-parallel and ``evaluate``
+splits its AIS runs across the ranks; only rank 0 prepares the run directory, prints and
+writes files (the other ranks' standard output is discarded).
+
 Errors in arguments or inputs are one line on stderr and a non-zero exit status: 2 for a
 bad command line, 1 for anything that fails afterwards.
 """
@@ -29,7 +34,7 @@ import torch
 from matplotlib.figure import Figure
 
 import ebm
-from ebm import plot
+from ebm import distributed, plot
 from ebm.chains import Chains
 from ebm.datasets import TOY2D, bars_and_stripes, digits, mnist, toy2d
 from ebm.devices import check_device
@@ -101,6 +106,8 @@ positive_float = _number(float, 0.0, False)
 
 
 def _device(name: str) -> torch.device:
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{os.environ['LOCAL_RANK']}"  # under torchrun: one GPU per process
     try:
         return check_device(name, "--device")
     except ValueError as error:
@@ -302,14 +309,16 @@ def train_run(
     callbacks = [EpochPrinter(epochs)]
     if isinstance(model, ebm.CenteredRBM):
         callbacks.insert(0, ebm.Centering())
-    if tensorboard is not None:
+    main_rank = distributed.is_main()
+    if tensorboard is not None and main_rank:
         from ebm.callbacks import TensorBoard
 
         try:
             callbacks.append(TensorBoard(tensorboard))
         except ImportError as err:  # the optional tensorboard package is missing
             raise CommandError(str(err)) from None
-    _write_json(settings, out / RUN_FILE)
+    if main_rank:
+        _write_json(settings, out / RUN_FILE)
     history = ebm.fit(
         model,
         {"v": train},
@@ -326,8 +335,9 @@ def train_run(
         checkpoint=checkpoint,
         resume=checkpoint if resume else None,
     )
-    model.save(out / MODEL_FILE)
-    _write_json(list(history), out / HISTORY_FILE)
+    if main_rank:
+        model.save(out / MODEL_FILE)
+        _write_json(list(history), out / HISTORY_FILE)
     return history
 
 
@@ -335,7 +345,9 @@ def cmd_train(args) -> None:
     if args.dataset in TOY2D and args.model != "gaussian-rbm":
         raise CommandError(f"the 2-D density {args.dataset!r} is real-valued: use --model gaussian-rbm")
     device = _device(args.device)
-    replaced = prepare_run_directory(args.out, resume=args.resume, overwrite=args.overwrite)
+    replaced = []
+    if distributed.is_main():
+        replaced = prepare_run_directory(args.out, resume=args.resume, overwrite=args.overwrite)
     train = load_dataset(args.dataset, "train", args.data_root, args.binarize).to(device)
     test = load_dataset(args.dataset, "test", args.data_root, args.binarize).to(device)
     model = MODELS[args.model](train.shape[1], args.hidden, seed=args.seed).to(device)
@@ -623,6 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ebm`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in ("train", "evaluate") and distributed.init()[0] != 0:
+            sys.stdout = open(os.devnull, "w")  # for the life of this process: rank 0 alone prints
         args.func(args)
     except (CommandError, ValueError, TypeError, KeyError, OSError, RuntimeError, FloatingPointError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

@@ -27,6 +27,7 @@ from dataclasses import replace
 import torch
 from torch.distributions import Bernoulli
 
+from ebm import distributed
 from ebm.evaluation.partition import LogPartition, UnreliableEstimate
 from ebm.model import EnergyModel, State
 from ebm.models.independent import Independent
@@ -250,7 +251,14 @@ def ais_log_partition(
         summed: the block summed out of the weights; ``"auto"`` picks one when possible.
         steps_per_beta: sampler steps per temperature.
         seed: seed of the runs (ignored when ``generator`` is given).
-        generator: a ``torch.Generator`` on the model's device.
+        generator: a ``torch.Generator`` on the model's device (under a process group, this
+            rank's own: seed it differently on each rank).
+
+    Under a process group of several ranks (``ebm.distributed``) the ``n_runs`` runs are split
+    across the ranks (``distributed.local_count``), rank ``r`` drawing its runs from
+    ``seed + 1_000_003 r`` (``distributed.shard_seed``); the log-weights are gathered and every
+    rank returns the same estimate over all runs (log-mean-exp, stderr included): exactly what
+    one process gets from the concatenated log-weights of those per-rank seeds.
 
     Returns:
         ``LogPartition`` (a float, nats) with ``.stderr`` (delta method), ``.interval`` (±3
@@ -265,20 +273,26 @@ def ais_log_partition(
     if not isinstance(n_runs, int) or n_runs < 1:
         raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")
     device = model.device
-    generator = generator or torch.Generator(device=device).manual_seed(0 if seed is None else seed)
+    rank, size = distributed.world()
+    if size > 1 and n_runs < size:
+        raise ValueError(f"n_runs={n_runs} is fewer than the {size} ranks: use at least one run per rank")
+    local_runs = distributed.local_count(n_runs, rank, size)
+    seed = distributed.shard_seed(0 if seed is None else seed, rank)
+    generator = generator or torch.Generator(device=device).manual_seed(seed)
     betas = annealing_schedule(schedule, n_betas).to(device=device, dtype=model.dtype)
     base = default_base(model, base, data)
     path = Tempered(model, 0.0, base)
     annealer = Annealer(path, sampler or Gibbs(), choose_summed(path, base, summed), steps_per_beta)
     with torch.no_grad():
-        sstate = annealer.start(base.sample(n_runs, generator), generator)
-        log_w = torch.zeros(n_runs, dtype=torch.float64, device=device)
+        sstate = annealer.start(base.sample(local_runs, generator), generator)
+        log_w = torch.zeros(local_runs, dtype=torch.float64, device=device)
         for k in range(1, betas.numel()):
             terms = annealer.terms(sstate)
             log_w += Tempered.log_ratio(terms, betas[k], betas[k - 1])
             if k < betas.numel() - 1:
                 sstate = annealer.transition(sstate, terms, betas[k], generator)
         log_z0 = base.log_partition().double()
+    log_w = distributed.gather_rows(log_w, "AIS log-weight gather")
     summary = weight_summary(log_w)
     if not math.isfinite(summary["estimate"]):
         raise FloatingPointError("AIS weights are not finite; check the model's energy and the sampler's step size")

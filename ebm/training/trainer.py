@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ebm import distributed
 from ebm.evaluation.enumeration import n_bits
 from ebm.evaluation.metrics import log_likelihood
 from ebm.evaluation.partition import exact_plan, log_partition
@@ -157,6 +158,15 @@ class Trainer:
         n_chains: number of persistent/replay chains (CD uses one chain per batch row).
         batch_size: data rows per optimizer step; the last batch of an epoch holds what is
             left. Larger than the data, every epoch is one step on all rows (this warns).
+
+    Under a process group of several ranks (initialised before the ``Trainer`` is made;
+    ``ebm.distributed``, docs page "Scaling out"), ``n_chains`` and ``batch_size`` are global:
+    each rank keeps its share of the chains and takes every ``world``-th row of each batch of
+    one order shared by the ranks; rank 0's parameters are broadcast at the start, gradients
+    averaged in one all-reduce per step, losses averaged, and rank 0 alone writes the
+    checkpoint (with every rank's chains and random stream) and shows the progress bar;
+    ``resume=`` gives each rank back its own (same number of ranks, the file readable by
+    all). A dead rank stops the others with ``ebm.distributed.RankFailure``.
         optimizer: ``None`` (the default, Adam), ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum
             0.9), a ``torch.optim`` class (called as ``cls(params, lr=lr,
             weight_decay=weight_decay)``) or an optimizer instance over the model's parameters.
@@ -259,7 +269,13 @@ class Trainer:
             raise TypeError(f"sampler must be a sampler instance, e.g. ebm.{sampler.__name__}(), not the class itself")
         self.model = model
         self.sampler = sampler if sampler is not None else Gibbs()
-        self.negatives = negative_phase(method, k, n_chains)
+        # under a process group n_chains is the global number: each rank keeps its share
+        self._rank, self._world = distributed.world()
+        local_chains = distributed.local_count(n_chains) if isinstance(n_chains, int) else n_chains
+        if method in ("pcd", "replay") and isinstance(n_chains, int) and 0 < n_chains < self._world:
+            raise ValueError(f"n_chains={n_chains} is fewer than the {self._world} ranks: use at least one chain per rank")
+        self.negatives = negative_phase(method, k, local_chains)
+        self._trained = params  # whose gradients are averaged over the ranks
         self.k_data = k if k_data is None else k_data
         self.batch_size = batch_size
         self.optimizer = _make_optimizer(optimizer, params, lr, weight_decay)
@@ -271,8 +287,10 @@ class Trainer:
         self.free_energy_negatives, self.init_bias = free_energy_negatives, init_bias
         self.metrics = metrics
         self.callbacks = list(callbacks)
-        self.progress = sys.stderr.isatty() if progress is None else progress
-        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.progress = (sys.stderr.isatty() if progress is None else progress) and self._rank == 0
+        # only rank 0 writes the checkpoint
+        self.checkpoint = None if checkpoint is None or self._rank != 0 else Path(checkpoint)
+        self._checkpointing = checkpoint is not None  # every rank takes part in writing it
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds, self.checkpoint_batches = checkpoint_seconds, checkpoint_batches
         self.evaluate_rows = AUTO_EVAL_ROWS if evaluate_rows == "auto" else evaluate_rows
@@ -281,7 +299,8 @@ class Trainer:
         self.evaluation = ""
         self.runaway_factor = runaway_factor
         self.seed = seed
-        self.generator = torch.Generator(device=model.device).manual_seed(seed)
+        # each rank's chains have their own stream (rank 0's is the single-process one)
+        self.generator = torch.Generator(device=model.device).manual_seed(distributed.shard_seed(seed, self._rank))
         self.history = History()
         self.epoch = 0
         self.batch = 0
@@ -316,9 +335,22 @@ class Trainer:
                 "next_evaluation": self._next_evaluation,
                 "batch_size": self.batch_size,
                 "seed": self.seed,
+                "ranks": self._rank_states(),
             },
             "the checkpoint",
         )
+
+    def _rank_states(self) -> list[dict] | None:
+        """Under a process group, every rank's chains, random stream and losses of the epoch
+        so far, gathered (a collective: every rank calls it); ``None`` on one process."""
+        if self._world == 1:
+            return None
+        own = {
+            "negatives": self.negatives.state_dict(),
+            "generator": self.generator.get_state(),
+            "losses": None if self._position is None else self._position["losses"],
+        }
+        return distributed.gather_objects(own, "checkpoint gather")
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a ``state_dict`` (the scheduler must exist already, i.e. inside ``fit``);
@@ -352,11 +384,20 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self.negatives.load_state_dict(state["negatives"])
-        self.generator.set_state(state["generator"].cpu())
+        ranks = state.get("ranks")
+        if len(ranks or [None]) != self._world:
+            raise ValueError(
+                f"the checkpoint was written by {len(ranks or [None])} processes, not {self._world}: "
+                f"resume with the same number of ranks"
+            )
+        own = state if ranks is None else ranks[self._rank]  # this rank's chains and random stream
+        self.negatives.load_state_dict(own["negatives"])
+        self.generator.set_state(own["generator"].cpu())
         self.epoch = state["epoch"]
         self.history = History(state["history"])
         self._position = state.get("position")
+        if ranks is not None and self._position is not None:
+            self._position["losses"] = own["losses"]
         self._next_evaluation = state.get("next_evaluation", self.epoch + 1)
         self.seed = state["seed"]
         self._scale = state["scale"]
@@ -386,11 +427,15 @@ class Trainer:
     def save_checkpoint(self, path: str | Path | None = None) -> None:
         """Write the trainer's state with its checksum to ``path`` (default: the
         ``checkpoint`` path) atomically. Raises ``TypeError`` when the sampler's state holds
-        objects that a file cannot store safely (``ebm.NUTS``'s Pyro kernels)."""
+        objects that a file cannot store safely (``ebm.NUTS``'s Pyro kernels). Under a
+        process group every rank must call it (rank 0 gathers their chains and writes)."""
         path = self.checkpoint if path is None else Path(path)
-        atomic_save(seal(self.state_dict()), path)
-        if path == self.checkpoint:
-            self._last_checkpoint = self._where()
+        state = self.state_dict()  # under a process group: a collective of every rank
+        if path is not None:
+            atomic_save(seal(state), path)
+            if path == self.checkpoint:
+                self._last_checkpoint = self._where()
+        distributed.barrier("checkpoint write")  # no rank reads it before it is complete
 
     def _where(self) -> str:
         if self._position is None:
@@ -616,6 +661,7 @@ class Trainer:
             if self.init_bias and "v" in data and callable(getattr(model, "init_visible_bias", None)):
                 model.init_visible_bias(data["v"])
             self.negatives.setup(model, sampler, data, generator)
+        distributed.broadcast_parameters(model)  # every rank starts from rank 0's parameters, as DDP does
         if self._scale is None:
             self._scale = self._start_scale(data)
         if self.checkpoint is not None:
@@ -627,6 +673,11 @@ class Trainer:
         epoch_hooks = _hooks(self.callbacks, "on_epoch_end")
 
         n_batches = -(-n // self.batch_size)
+        if self._world > 1 and min(self.batch_size, n - (n_batches - 1) * self.batch_size) < self._world:
+            raise ValueError(
+                f"with {self._world} ranks every batch needs at least {self._world} rows (batch_size is global and "
+                f"split across ranks), but the last batch of the {n} rows holds fewer: change batch_size"
+            )
         if self.batch_size > n:
             warnings.warn(
                 f"batch_size={self.batch_size} is larger than the {n} rows of data: each epoch is one optimizer "
@@ -663,7 +714,11 @@ class Trainer:
                 while self.epoch < epochs and not self.stop_training:
                     epoch = self.epoch + 1
                     start = last_saved = time.perf_counter()
-                    if position is None:
+                    if position is None and self._world > 1:
+                        # the same order on every rank, from the shared seed; each rank takes its rows of a batch
+                        shuffle = torch.Generator(device=model.device).manual_seed(self.seed + 7_777_777 * epoch)
+                        order, done = torch.randperm(n, generator=shuffle, device=model.device), 0
+                    elif position is None:
                         order, done = torch.randperm(n, generator=generator, device=model.device), 0
                     else:
                         order, done = position["order"], position["batch"]
@@ -671,7 +726,7 @@ class Trainer:
                         position = None
                     for b in range(done, n_batches):
                         self.batch = b + 1
-                        rows = order[b * self.batch_size : (b + 1) * self.batch_size]
+                        rows = order[b * self.batch_size : (b + 1) * self.batch_size][self._rank :: self._world]
                         batch = {name: x[rows] for name, x in data.items()}
                         try:
                             positive, negatives, loss = self._step(batch, sum_latents, fe_negatives)
@@ -705,6 +760,7 @@ class Trainer:
                             last_saved = now
                             if self._signal is not None:
                                 raise self._interrupted()
+                    losses.copy_(distributed.mean_over_ranks(losses, "loss reduction"))
                     self._check_batches(epoch, losses, sizes, n_batches, data, order)
                     if not all(torch.isfinite(p).all() for p in model.parameters()):
                         raise self._diverged(epoch, n_batches, "the parameters became NaN or inf")
@@ -722,8 +778,11 @@ class Trainer:
                     self.history.append(entry)
                     for hook in epoch_hooks:
                         hook(self, epoch, entry)
+                    self.stop_training = distributed.any_rank(self.stop_training)  # all ranks stop together
                     due = epoch % self.checkpoint_every == 0 or epoch == epochs or self._signal is not None
-                    if self.checkpoint is not None and due:
+                    if self._world > 1 and self._checkpointing:
+                        due = distributed.any_rank(due)  # a signal on one rank writes on all
+                    if self._checkpointing and due:
                         self.save_checkpoint()
                     if self._signal is not None:
                         raise self._interrupted()
@@ -733,6 +792,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ interruptions
     def _mid_epoch_checkpoint_due(self, done: int, last_saved: float) -> bool:
+        due = self._checkpoint_due_here(done, last_saved)
+        if self._world > 1 and self._checkpointing:
+            return distributed.any_rank(due)  # rank 0's clock and signals decide for every rank
+        return due
+
+    def _checkpoint_due_here(self, done: int, last_saved: float) -> bool:
         if self.checkpoint is None:
             return False
         if self._signal is not None:
@@ -838,6 +903,7 @@ class Trainer:
             loss = surrogate(model, positive, negatives, free_energy_negatives=fe_negatives, energy_l2=self.energy_l2)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+        distributed.average_gradients(self._trained)  # after either gradient path, before clipping
         if self.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad)
         self.optimizer.step()

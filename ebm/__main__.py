@@ -1,0 +1,7 @@
+"""``python -m ebm``: the ``ebm`` command (so that ``torchrun -m ebm train ...`` works)."""
+
+import sys
+
+from ebm.cli import main
+
+sys.exit(main())

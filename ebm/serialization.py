@@ -18,7 +18,9 @@ Anything else is refused with a ``TypeError`` naming where it sits, at save time
 
 ``checksum`` is a SHA-256 over every value of a plain record in a fixed order (tensor
 dtypes, shapes and bytes; scalars and strings), stored beside the record and verified on
-load, so that a corrupted file is rejected rather than silently giving other numbers.
+load, so that a corrupted file is rejected rather than silently giving other numbers. It
+detects accidental damage (bit flips, truncation), not deliberate tampering: whoever edits
+a file can recompute it.
 """
 
 from __future__ import annotations
@@ -63,7 +65,12 @@ def _class_path(cls: type) -> str:
 
 
 def _is_ebm_module(name: str) -> bool:
-    return name == "ebm" or name.startswith("ebm.")
+    return (name == "ebm" or name.startswith("ebm.")) and not _is_main(name)
+
+
+def _is_main(name: str) -> bool:
+    """A program's entry module (``__main__``, ``pkg.__main__``): importing it runs the program."""
+    return name.rpartition(".")[2] == "__main__"
 
 
 # ------------------------------------------------------------------ to plain data
@@ -252,7 +259,7 @@ def verify(record: dict, path) -> None:
     stored = record.get("sha256")
     body = {k: v for k, v in record.items() if k != "sha256"}
     if stored is not None and stored != checksum(body):
-        raise ValueError(f"{path} is corrupted: its checksum does not match its content (a damaged or altered file)")
+        raise ValueError(f"{path} is corrupted: its checksum does not match its content (a damaged file)")
 
 
 # ------------------------------------------------------------------ reading files
@@ -300,6 +307,8 @@ def importable_class(path: str, base: type, what: str) -> type:
             f"{what} was saved from a class {qualname} defined in a script's __main__; define it in an "
             f"importable module (or import it into this __main__) to load it"
         )
+    if module_name != "__main__" and _is_main(module_name):
+        raise UnsafeFileError(f"{what} names {path}, a program's entry module, which ebm never imports; refused")
     try:
         obj = importlib.import_module(module_name)
         for part in qualname.split("."):

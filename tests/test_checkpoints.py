@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import pickle
+import sys
 import zipfile
 
 import numpy as np
@@ -13,7 +14,7 @@ from test_training import Interrupt, InterruptAt
 import ebm
 from ebm.datasets import bars_and_stripes
 from ebm.samplers.base import SamplerState
-from ebm.serialization import UnsafeFileError, from_plain, register_safe_class, to_plain
+from ebm.serialization import UnsafeFileError, from_plain, register_safe_class, seal, to_plain
 from ebm.training import PersistentChains
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -388,3 +389,16 @@ def test_runaway_check_can_be_disabled_and_is_validated():
     ebm.fit(ebm.RBM(9, 4), data, runaway_factor=None, **options)
     with pytest.raises(ValueError, match="runaway_factor must be a number > 1 or None"):
         ebm.fit(ebm.RBM(9, 4), data, runaway_factor=0.5, **options)
+
+
+def test_a_file_naming_a_program_entry_module_is_refused_without_importing_it(tmp_path, monkeypatch):
+    # importing ebm.__main__ (or any pkg.__main__) would run that program: never import it from a file
+    path = tmp_path / "model.pt"
+    ebm.RBM(4, 2, seed=0).save(path)
+    record = torch.load(path, weights_only=True)
+    record["ebm_model"]["class"] = "ebm.__main__:RBM"
+    record = seal({k: v for k, v in record.items() if k != "sha256"})
+    torch.save(record, path)
+    monkeypatch.setattr(sys, "argv", ["ebm", "--help"])
+    with pytest.raises(UnsafeFileError, match="entry module"):
+        ebm.load(path)

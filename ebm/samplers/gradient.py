@@ -20,6 +20,10 @@ from ebm.samplers.adaptation import AdaptationState, Adapter, initial_step_size
 from ebm.samplers.base import Sampler, SamplerState
 from ebm.variables import Real
 
+#: an energy error (nats) above which a transition counts as divergent (HMC, as in Stan and
+#: Pyro) or, for unadjusted Langevin, as unstable
+MAX_ENERGY_ERROR = 1000.0
+
 
 @dataclass(frozen=True)
 class Layout:

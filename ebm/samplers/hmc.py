@@ -8,12 +8,16 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from ebm.samplers.gradient import GradientSampler, GradientState, energy_and_grad, finite_rows, select
+from ebm.samplers.gradient import (
+    MAX_ENERGY_ERROR,
+    GradientSampler,
+    GradientState,
+    energy_and_grad,
+    finite_rows,
+    select,
+)
 from ebm.samplers.rescue import CHECK_EVERY
 from ebm.samplers.trajectory import TrajectoryState, chees_gradient, leapfrog_count
-
-#: an energy error (nats) above which a trajectory counts as divergent, as in Stan and Pyro
-MAX_ENERGY_ERROR = 1000.0
 
 Potential = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

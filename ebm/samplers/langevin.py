@@ -6,10 +6,14 @@ from collections.abc import Iterable
 
 import torch
 
-from ebm.samplers.gradient import GradientSampler, GradientState, energy_and_grad, finite_rows, select
-
-#: a ULA transition whose Metropolis energy error (nats) exceeds this is flagged ``unstable``
-UNSTABLE_ENERGY_ERROR = 1000.0
+from ebm.samplers.gradient import (
+    MAX_ENERGY_ERROR,
+    GradientSampler,
+    GradientState,
+    energy_and_grad,
+    finite_rows,
+    select,
+)
 
 
 class Langevin(GradientSampler):
@@ -132,5 +136,5 @@ class Langevin(GradientSampler):
         if not self.metropolis:
             # ULA takes every finite proposal, even one MALA would reject by a huge margin: a
             # step past the stable range blows the chains up; ebm.sample reports it once
-            info["unstable"] = finite & (-log_ratio > UNSTABLE_ENERGY_ERROR)
+            info["unstable"] = finite & (-log_ratio > MAX_ENERGY_ERROR)
         return select(accepted, proposal, x), select(accepted, new_energy, energy), select(accepted, new_grad, grad), info

@@ -150,6 +150,7 @@ class NaNCorner(Ising):
 
 
 def test_nan_energy_warns_once_naming_block_and_sweep():
-    with pytest.warns(RuntimeWarning, match=r"NaN energy differences in block 's'.*first at sweep 0"):
+    with pytest.warns(RuntimeWarning, match=r"NaN energy differences in block 's'.*first at sweep 0") as caught:
         chains = ebm.sample(NaNCorner(4, 0.4), ebm.Gibbs(), n_chains=8, n_steps=5, seed=0)
+    assert sum("NaN energy" in str(w.message) for w in caught) == 1
     assert int(chains.stats["nan_energy_s"][-1].sum()) > 0

@@ -15,12 +15,12 @@ import torch
 import ebm
 from ebm.chains import Chains
 
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONAL = {"arviz": "arviz", "tensorboard": "tensorboard", "sklearn": "scikit-learn", "scipy": "scipy"}
 
 
 def project() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11; the import checks below need no TOML
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 

@@ -175,7 +175,8 @@ def test_jitter_sequence_and_leapfrog_counts():
     assert [halton(t) for t in range(4)] == [0.5, 0.25, 0.75, 0.125]
     counts = [leapfrog_count(t, 20.0, 256) for t in range(64)]
     assert min(counts) >= 1 and max(counts) == 20
-    assert abs(sum(counts) / 64 - 10.5) < 0.5  # u_t averages 1/2: E[ceil(20 u)] = 10.5
+    # a fixed Halton sequence, no randomness: u_t averages about 1/2, E[ceil(20 u)] = 10.5
+    assert sum(counts) == 661
     assert leapfrog_count(0, 1e6, 256) == 256
 
 
@@ -205,8 +206,9 @@ def test_tuned_length_needs_shared_tuning():
 
 def test_ula_blow_up_is_reported_once():
     model = DiagonalGaussian(torch.ones(3))
-    with pytest.warns(RuntimeWarning, match="unstable.*Lower the step size"):
+    with pytest.warns(RuntimeWarning, match="unstable.*Lower the step size") as caught:
         ebm.sample(model, ebm.Langevin(2.5, metropolis=False), n_chains=8, n_steps=50, seed=0)
+    assert sum("unstable" in str(w.message) for w in caught) == 1
 
 
 def test_stable_ula_gives_no_blow_up_warning():

@@ -76,7 +76,8 @@ def test_final_step_is_the_average_over_the_terminal_buffer():
 # (acceptance collapses, transitions diverge: the defect this guards against), so the
 # allowance is small below the target and large above it. Measured over 20 seeds x 8 cases
 # x 11 tuned burn-ins (1,760 runs, sampling error included): gaps from -0.074 to +0.26.
-BELOW, ABOVE = 0.05, 0.35
+# ABOVE stays below 1 - 0.65, so HMC's band can still catch a step that ended far too small.
+BELOW, ABOVE = 0.05, 0.30
 SWEEP_CASES = [(k, p, t) for k in ("hmc", "mala") for p in (False, True) for t in ("standard", "ill")]
 N_CHECKS = len(SWEEP_CASES) * sum(b >= 20 for b in BURN_INS)
 

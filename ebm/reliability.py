@@ -94,8 +94,10 @@ def suspicious_sites(x: torch.Tensor, k: int = CHECK_SITES) -> torch.Tensor:
     chain_mean = (first[0] + second[0]) / (2 * half)
     chain_var = (first[1] + second[1]) / (2 * half) - chain_mean.square()
     lag1 = (lagged / (n - 1) - chain_mean.square()) / chain_var
-    varying = high > low
-    rhat = rhat.nan_to_num(nan=-1.0).masked_fill(~varying, -torch.inf)
+    # a site with a NaN draw has NaN extremes: keep it, and rank it first (as a varying site
+    # whose plain R-hat is NaN, every chain constant at its own value, it is stuck)
+    varying = ~(high <= low)
+    rhat = rhat.nan_to_num(nan=torch.inf).masked_fill(~varying, -torch.inf)
     lag1 = lag1.nan_to_num(nan=-2.0).mean(0).masked_fill(~varying, -torch.inf)
     k = min(k, n_sites)
     picked = torch.cat([rhat.topk(k).indices, lag1.topk(k).indices]).unique()

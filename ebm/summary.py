@@ -94,11 +94,11 @@ def flags(entry: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
     ``"constant"``: draws that never change (no ESS, MCSE or R-hat; not flagged otherwise);
     ``"rhat"``: R-hat above ``RHAT_THRESHOLD`` or infinite; ``"ess"``: bulk or tail ESS below
-    ``ESS_THRESHOLD``.
+    ``ESS_THRESHOLD``, or undefined at a site that is not constant (a NaN draw, too few draws).
     """
     constant = entry["sd"] == 0
     rhat = entry["rhat"]
-    low = torch.minimum(entry["ess"], entry["ess_tail"]) < ESS_THRESHOLD
+    low = ~(torch.minimum(entry["ess"], entry["ess_tail"]) >= ESS_THRESHOLD)
     return {"constant": constant, "rhat": ~constant & ((rhat > RHAT_THRESHOLD) | rhat.isinf()), "ess": ~constant & low}
 
 

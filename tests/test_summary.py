@@ -234,3 +234,13 @@ def test_sample_checks_a_few_suspicious_sites_of_big_blocks(monkeypatch):
     assert {50, 123} <= set(reliability.suspicious_sites(x).tolist())
     monkeypatch.setattr(reliability, "CHECK_DRAWS", 2**20)
     assert reliability.check(chains)["v"]["rhat"].shape == (300,)
+
+
+def test_a_nan_draw_is_flagged_and_screened_first():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, 3, generator=g)
+    x[50, 2, 1] = float("nan")  # one bad draw of one chain
+    assert blocks_chains({"v": x}).summary().problems() == ["v: ESS < 100 at 1 of 3 sites (min nan)"]
+    big = torch.randn(100, 8, 500, generator=g)
+    big[7, 3, 444] = float("nan")
+    assert 444 in reliability.suspicious_sites(big).tolist()  # big blocks check it too

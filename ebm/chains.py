@@ -214,6 +214,13 @@ def _continued_state(
         raise ValueError("continuing chains keep their observed blocks; leave observed out (or pass init=chains.last)")
     if n_chains is not None and n_chains != chains.n_chains:
         raise ValueError(f"n_chains={n_chains} but the chains to continue have {chains.n_chains}")
+    held = next(iter(chains.sampler_state.state.values())).shape[0]
+    if held != chains.n_chains:
+        # a run split across ranks gathers its draws, but each rank's sampler state holds its own chains
+        raise ValueError(
+            f"the sampler state holds {held} of these {chains.n_chains} chains (a run split across ranks); "
+            "continue from init=chains.last, with a new warm-up"
+        )
     return dict(chains.sampler_state.state), chains.observed, chains.sampler_state
 
 

@@ -3,6 +3,7 @@ warm-up learned, adaptation frozen after burn-in, and the clear errors of the sa
 protocol (a sampler class for an instance, an energy without a gradient path)."""
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -254,3 +255,12 @@ def test_an_energy_without_a_gradient_path_is_named(how, sampler):
     message = "does not depend on block\\(s\\) 'x'" if how == "unused" else "returned a tensor without autograd history"
     with pytest.raises(ValueError, match=f"Detached.energy {message}.*no .detach\\(\\)"):
         ebm.sample(Detached(how), sampler, n_chains=3, n_steps=1)
+
+
+def test_continuing_refuses_a_sampler_state_that_holds_only_some_of_the_chains():
+    # a run split across ranks gathers draws from every rank, but each rank keeps its own sampler state
+    model = ebm.RBM(6, 3, seed=0)
+    chains = ebm.sample(model, ebm.Gibbs(), n_chains=8, n_steps=10, seed=0)
+    chains.sampler_state = replace(chains.sampler_state, state={k: v[:4] for k, v in chains.sampler_state.state.items()})
+    with pytest.raises(ValueError, match="holds 4 of these 8 chains"):
+        ebm.sample(model, ebm.Gibbs(), n_steps=5, init=chains)

@@ -39,7 +39,7 @@ from ebm.samplers.tempering import refreshed
 #: the three pieces of Salakhutdinov & Murray's (2008) schedule: (start, end, number of βs)
 SM_PIECES = ((0.0, 0.5, 500), (0.5, 0.9, 4000), (0.9, 1.0, 10_000))
 
-#: AIS warns (``UnreliableEstimate``) when fewer runs than this carry the weight (see ``reliability``)
+#: AIS warns (``UnreliableEstimate``) when fewer runs than this carry the weight (see ``weight_problem``)
 MIN_EFFECTIVE_RUNS = 10
 
 
@@ -176,7 +176,7 @@ def weight_summary(log_w: torch.Tensor, z_sigmas: float = 3.0) -> dict[str, floa
     return {"estimate": estimate, "stderr": stderr, "interval": (lo, hi), "ess": ess, "var_log_w": var_log_w}
 
 
-def reliability(summary: Mapping[str, float], n_runs: int) -> str | None:
+def weight_problem(summary: Mapping[str, float], n_runs: int) -> str | None:
     """Why AIS weights summarised by ``weight_summary`` cannot be trusted, or ``None``.
 
     ``E[Ẑ] = Z`` but ``E[log Ẑ] ≤ log Z`` (Jensen): the weights are heavy-tailed, and when the
@@ -268,7 +268,7 @@ def ais_log_partition(
     Bias: ``E[Ẑ] = Z`` makes ``log Ẑ`` a stochastic lower bound, ``E[log Ẑ] ≤ log Z``, so a
     schedule too short for the model gives ``log Z`` too low (and log-likelihoods computed
     with it too high) with a misleadingly small ``stderr``. Warns ``UnreliableEstimate`` when
-    the runs' effective number is too small for the estimate to be trusted (``reliability``).
+    the runs' effective number is too small for the estimate to be trusted (``weight_problem``).
     """
     if not isinstance(n_runs, int) or n_runs < 1:
         raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")
@@ -296,7 +296,7 @@ def ais_log_partition(
     summary = weight_summary(log_w)
     if not math.isfinite(summary["estimate"]):
         raise FloatingPointError("AIS weights are not finite; check the model's energy and the sampler's step size")
-    problem = reliability(summary, n_runs)
+    problem = weight_problem(summary, n_runs)
     if problem is not None:
         warnings.warn(problem, UnreliableEstimate, stacklevel=3)
     return LogPartition(

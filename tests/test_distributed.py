@@ -299,3 +299,34 @@ def test_cli_trains_under_torchrun_variables(tmp_path):
     assert codes == [0, 0], logs
     assert "epoch 1/1" in logs[0] and logs[1] == ""
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "history.json", "model.pt", "run.json"]
+
+
+def test_cli_nproc_launches_torchrun_once(monkeypatch, capsys):
+    from ebm import cli
+
+    launched = []
+    monkeypatch.setattr(cli, "launch_torchrun", lambda nproc, argv: launched.append((nproc, argv)) or 0)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    argv = ["train", "--nproc", "2", "--epochs", "1"]
+    assert cli.main(argv) == 0 and launched == [(2, argv)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "ebm"]
+    for given in (["--nproc", "2"], ["--nproc=2"], ["--npr", "2"]):
+        assert cli.torchrun_command(2, ["train", *given, "--epochs", "1"]) == [*torchrun, "train", "--epochs", "1"]
+    # under torchrun (which sets LOCAL_WORLD_SIZE) --nproc must say what torchrun started
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    assert cli.main(argv) == 1 and len(launched) == 1
+    assert "--nproc 2, but torchrun started 3 processes per node" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_nproc_trains_on_two_processes(tmp_path):
+    """``ebm train --nproc 2``: torchrun launched by the command; rank 0 alone prints and writes."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "ebm", "train", "--nproc", "2", "--dataset", "digits", "--epochs", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(ebm.__file__).parents[1]))
+    done = subprocess.run([*command, "--out", str(out)], env=env, capture_output=True, text=True, timeout=LAUNCH_SECONDS)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("epoch 1/1") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "history.json", "model.pt", "run.json"]
+    # the checkpoint holds the chains of both ranks
+    assert len(torch.load(out / "checkpoint.pt", weights_only=False)["ranks"]) == 2

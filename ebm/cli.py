@@ -654,16 +654,24 @@ def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
 
 
 def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``torchrun_command`` and return its exit status. SIGTERM sent to this process is
-    forwarded (torchrun passes it to every rank, which write a last checkpoint and stop);
-    SIGINT is ignored here, as Ctrl-C reaches torchrun and the ranks directly."""
+    """Run ``torchrun_command`` and return its exit status (128 + the signal's number when a
+    forwarded signal stopped it). SIGTERM sent to this process is forwarded (torchrun passes
+    it to every rank, which write a last checkpoint and stop); SIGINT is ignored here, as
+    Ctrl-C reaches torchrun and the ranks directly."""
     child = subprocess.Popen(torchrun_command(nproc, argv))
+    forwarded = []
+
+    def forward(signum, frame):
+        forwarded.append(signum)
+        child.send_signal(signum)
+
     previous = {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum)),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
         signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
     }
     try:
-        return child.wait()
+        status = child.wait()
+        return 128 + forwarded[0] if forwarded and status else status
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -330,3 +331,25 @@ def test_cli_nproc_trains_on_two_processes(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "history.json", "model.pt", "run.json"]
     # the checkpoint holds the chains of both ranks
     assert len(torch.load(out / "checkpoint.pt", weights_only=False)["ranks"]) == 2
+
+
+@pytest.mark.slow
+def test_cli_nproc_sigterm_stops_both_ranks_with_a_checkpoint(tmp_path):
+    """SIGTERM to ``ebm train --nproc 2`` reaches both ranks through torchrun: they write a
+    last checkpoint together and the command exits with 128 + 15."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "ebm", "train", "--nproc", "2", "--epochs", "300", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(ebm.__file__).parents[1]))
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + LAUNCH_SECONDS
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.2)
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=LAUNCH_SECONDS)
+    finally:
+        run.kill()
+    assert run.returncode == 128 + signal.SIGTERM, err
+    assert err.count("training stopped by SIGTERM: a checkpoint was written") == 2, err
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert len(state["ranks"]) == 2 and state["epoch"] < 300

@@ -13,7 +13,9 @@ command checks that it can write its output before it starts working.
 Under ``torchrun`` (``torchrun --nproc-per-node=N -m ebm train ...``) every process joins the
 process group (``ebm.distributed.init``): ``train`` trains data-parallel and ``evaluate``
 splits its AIS runs across the ranks; only rank 0 prepares the run directory, prints and
-writes files (the other ranks' standard output is discarded).
+writes files (the other ranks' standard output is discarded). ``ebm train --nproc N``
+launches that itself on this machine (``python -m torch.distributed.run --standalone
+--nproc-per-node N -m ebm train ...``) and forwards SIGTERM to it.
 
 Errors in arguments or inputs are one line on stderr and a non-zero exit status: 2 for a
 bad command line, 1 for anything that fails afterwards.
@@ -25,6 +27,8 @@ import argparse
 import json
 import math
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -599,6 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     train.add_argument("--tensorboard", type=Path, metavar="DIR", help="log metrics, samples and filters for TensorBoard")
     train.add_argument(
+        "--nproc",
+        type=positive_int,
+        help="train data-parallel in N processes on this machine, launched by torchrun (one GPU each with --device cuda)",
+    )
+    train.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run in --out (deletes the files ebm wrote there)"
     )
 
@@ -631,9 +640,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
+    """The command that runs ``ebm`` with ``argv`` less ``--nproc`` in ``nproc`` processes
+    under torchrun on this machine (a standalone rendezvous on a free port)."""
+    rest, skip = [], False
+    for token in argv:
+        name = token.split("=")[0]
+        if skip or (len(name) > 2 and "--nproc".startswith(name)):  # argparse takes unique prefixes too
+            skip = not skip and "=" not in token
+            continue
+        rest.append(token)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "ebm", *rest]
+
+
+def launch_torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """Run ``torchrun_command`` and return its exit status (128 + the signal's number when a
+    forwarded signal stopped it). SIGTERM sent to this process is forwarded (torchrun passes
+    it to every rank, which write a last checkpoint and stop); SIGINT is ignored here, as
+    Ctrl-C reaches torchrun and the ranks directly."""
+    child = subprocess.Popen(torchrun_command(nproc, argv))
+    forwarded = []
+
+    def forward(signum, frame):
+        forwarded.append(signum)
+        child.send_signal(signum)
+
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    }
+    try:
+        status = child.wait()
+        return 128 + forwarded[0] if forwarded and status else status
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ebm`` command line; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if getattr(args, "nproc", None) is not None:
+        launched = os.environ.get("LOCAL_WORLD_SIZE")  # set by torchrun in each process it starts
+        if launched is None:
+            return launch_torchrun(args.nproc, argv)
+        if int(launched) != args.nproc:
+            print(
+                f"ebm {args.command}: error: --nproc {args.nproc}, but torchrun started {launched} processes "
+                "per node: drop --nproc under torchrun",
+                file=sys.stderr,
+            )
+            return 1
     try:
         if args.command in ("train", "evaluate") and distributed.init()[0] != 0:
             sys.stdout = open(os.devnull, "w")  # for the life of this process: rank 0 alone prints

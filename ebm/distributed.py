@@ -5,7 +5,9 @@ Everything here is a no-op without a process group, or with a world of one proce
 single-process runs behave exactly as before. Collectives go through ``collective``, which
 turns a failed or timed-out collective (a rank died, the network broke) into one
 ``RankFailure`` naming the operation; the timeout is the process group's (``init``'s
-``timeout``, default ``DEFAULT_TIMEOUT`` seconds).
+``timeout``, default ``DEFAULT_TIMEOUT`` seconds). Every collective takes its tensors on
+``collective_device()``: the CPU for gloo, the rank's current CUDA device for NCCL (which
+reduces GPU tensors only), whatever device the model lives on.
 """
 
 from __future__ import annotations
@@ -48,8 +50,22 @@ def init(backend: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> tuple[
         return world()
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        # one GPU per process: NCCL's collectives (and gather_objects) use the current device
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     return world()
+
+
+def collective_device(backend: str | None = None) -> torch.device:
+    """The device of the tensors that a collective of ``backend`` (default: the current
+    process group's) takes: the current CUDA device for NCCL, the CPU otherwise (gloo, and
+    mixed backends such as ``"cpu:gloo,cuda:nccl"`` that route CPU tensors to gloo)."""
+    if backend is None:
+        backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else "gloo"
+    if str(backend).lower() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def collective(what: str, operation: Callable, *args, **kwargs):
@@ -62,6 +78,14 @@ def collective(what: str, operation: Callable, *args, **kwargs):
             f"rank {rank} of {size}: the {what} across ranks failed, another rank probably died or hung "
             f"(timeout set by ebm.distributed.init or init_process_group): {' '.join(str(error).split())[:300]}"
         ) from error
+
+
+def _on_collective_device(what: str, operation: Callable, tensor: torch.Tensor, *args) -> torch.Tensor:
+    """Run ``operation(tensor, *args)`` in place on a copy of ``tensor`` on the backend's device
+    (``tensor`` itself when it is there already); returns the result on ``tensor``'s device."""
+    moved = tensor.to(collective_device())
+    collective(what, operation, moved, *args)
+    return moved.to(tensor.device)
 
 
 def local_count(total: int, rank: int | None = None, size: int | None = None) -> int:
@@ -77,8 +101,7 @@ def broadcast_parameters(module: torch.nn.Module) -> None:
     if world()[1] == 1:
         return
     tensors = [t.data for t in [*module.parameters(), *module.buffers()] if t.numel()]
-    flat = torch._utils._flatten_dense_tensors(tensors)
-    collective("parameter broadcast", dist.broadcast, flat, 0)
+    flat = _on_collective_device("parameter broadcast", dist.broadcast, torch._utils._flatten_dense_tensors(tensors), 0)
     for t, synced in zip(tensors, torch._utils._unflatten_dense_tensors(flat, tensors), strict=True):
         t.copy_(synced)
 
@@ -90,8 +113,7 @@ def average_gradients(params: Sequence[torch.Tensor]) -> None:
     if world()[1] == 1:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch._utils._flatten_dense_tensors(grads)
-    collective("gradient all-reduce", dist.all_reduce, flat)
+    flat = _on_collective_device("gradient all-reduce", dist.all_reduce, torch._utils._flatten_dense_tensors(grads))
     flat /= world()[1]
     for p, synced in zip(params, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
         p.grad = synced
@@ -101,18 +123,22 @@ def mean_over_ranks(x: torch.Tensor, what: str = "metric reduction") -> torch.Te
     """The mean of ``x`` over the ranks (a new tensor; ``x`` itself without a process group)."""
     if world()[1] == 1:
         return x
-    x = x.clone()
-    collective(what, dist.all_reduce, x)
-    return x / world()[1]
+    return _on_collective_device(what, dist.all_reduce, x.clone()) / world()[1]
+
+
+def max_over_ranks(values: Sequence[int], what: str = "flag reduction") -> list[int]:
+    """Each of ``values`` (flags, signal numbers: integers) replaced by its maximum over the
+    ranks, in one all-reduce; every rank gets the same list."""
+    if world()[1] == 1:
+        return [int(v) for v in values]
+    t = torch.tensor([int(v) for v in values], dtype=torch.int64, device=collective_device())
+    collective(what, dist.all_reduce, t, dist.ReduceOp.MAX)
+    return [int(v) for v in t.tolist()]
 
 
 def any_rank(flag: bool) -> bool:
     """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
-    if world()[1] == 1:
-        return flag
-    t = torch.tensor([float(flag)])
-    collective("stop-flag reduction", dist.all_reduce, t, dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(max_over_ranks([flag], "stop-flag reduction")[0])
 
 
 def gather_rows(x: torch.Tensor, what: str = "gather") -> torch.Tensor:

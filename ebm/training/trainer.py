@@ -166,7 +166,8 @@ class Trainer:
     averaged in one all-reduce per step, losses averaged, and rank 0 alone writes the
     checkpoint (with every rank's chains and random stream) and shows the progress bar;
     ``resume=`` gives each rank back its own (same number of ranks, the file readable by
-    all). A dead rank stops the others with ``ebm.distributed.RankFailure``.
+    all). A dead rank stops the others with ``ebm.distributed.RankFailure``. SIGTERM or SIGINT
+    on any rank stops every rank after the same step, with a last checkpoint.
         optimizer: ``None`` (the default, Adam), ``"adam"``, ``"adamw"``, ``"sgd"`` (momentum
             0.9), a ``torch.optim`` class (called as ``cls(params, lr=lr,
             weight_decay=weight_decay)``) or an optimizer instance over the model's parameters.
@@ -291,6 +292,7 @@ class Trainer:
         # only rank 0 writes the checkpoint
         self.checkpoint = None if checkpoint is None or self._rank != 0 else Path(checkpoint)
         self._checkpointing = checkpoint is not None  # every rank takes part in writing it
+        self._checkpoint_file = None if checkpoint is None else Path(checkpoint)  # for every rank's messages
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds, self.checkpoint_batches = checkpoint_seconds, checkpoint_batches
         self.evaluate_rows = AUTO_EVAL_ROWS if evaluate_rows == "auto" else evaluate_rows
@@ -309,6 +311,7 @@ class Trainer:
         self._position: dict | None = None  # mid-epoch progress to checkpoint or resume from
         self._next_evaluation = 1 if evaluate_every == "auto" else evaluate_every  # the next epoch evaluated
         self._signal: int | None = None  # SIGTERM/SIGINT received during fit
+        self._agreed_signal: int | None = None  # under several ranks: a signal received by any rank
         self._epochs: int | None = None  # the total of the current fit
         self._scale: float | None = None  # parameter and data magnitude at the start of training
         self._fast_gradient = False  # set by fit for RBMs
@@ -758,7 +761,7 @@ class Trainer:
                             finally:
                                 self._position = None
                             last_saved = now
-                            if self._signal is not None:
+                            if self._stop_signal() is not None:
                                 raise self._interrupted()
                     losses.copy_(distributed.mean_over_ranks(losses, "loss reduction"))
                     self._check_batches(epoch, losses, sizes, n_batches, data, order)
@@ -781,10 +784,10 @@ class Trainer:
                     self.stop_training = distributed.any_rank(self.stop_training)  # all ranks stop together
                     due = epoch % self.checkpoint_every == 0 or epoch == epochs or self._signal is not None
                     if self._world > 1 and self._checkpointing:
-                        due = distributed.any_rank(due)  # a signal on one rank writes on all
+                        due = self._agree(due)  # a signal on one rank writes on all
                     if self._checkpointing and due:
                         self.save_checkpoint()
-                    if self._signal is not None:
+                    if self._stop_signal() is not None:
                         raise self._interrupted()
         finally:
             bar.close()
@@ -794,14 +797,14 @@ class Trainer:
     def _mid_epoch_checkpoint_due(self, done: int, last_saved: float) -> bool:
         due = self._checkpoint_due_here(done, last_saved)
         if self._world > 1 and self._checkpointing:
-            return distributed.any_rank(due)  # rank 0's clock and signals decide for every rank
+            return self._agree(due)  # rank 0's clock and any rank's signal decide for every rank
         return due
 
     def _checkpoint_due_here(self, done: int, last_saved: float) -> bool:
+        if self._signal is not None:
+            return self._checkpointing
         if self.checkpoint is None:
             return False
-        if self._signal is not None:
-            return True
         if self.checkpoint_batches is not None and done % self.checkpoint_batches == 0:
             return True
         return self.checkpoint_seconds is not None and time.perf_counter() - last_saved >= self.checkpoint_seconds
@@ -814,6 +817,20 @@ class Trainer:
             raise self._diverged(epoch, first, self._nan_source(data, order, first))
         self._check_runaway(epoch, sizes[:done])
 
+    def _agree(self, due: bool) -> bool:
+        """Under several ranks with a checkpoint: one all-reduce makes ``due`` and a signal
+        received by any rank common to all, so that every rank writes its part of the
+        checkpoint and stops at the same step. Returns the agreed ``due``."""
+        due, signum = distributed.max_over_ranks([due, self._signal or 0], "checkpoint agreement")
+        self._agreed_signal = signum or None
+        return bool(due)
+
+    def _stop_signal(self) -> int | None:
+        """The signal that stops training after this checkpoint: the one the ranks agreed on
+        (a signal arriving after the agreement waits for the next one, or every rank would
+        not stop together), or on one process the one received."""
+        return self._agreed_signal if self._world > 1 and self._checkpointing else self._signal
+
     def _catching_signals(self):
         """While training with a checkpoint, SIGTERM and SIGINT only set a flag: the loop
         then writes the checkpoint and raises ``TrainingInterrupted``. The first signal
@@ -823,8 +840,9 @@ class Trainer:
         class Catching:
             def __enter__(self):
                 self.previous = {}
-                trainer._signal = None
-                if trainer.checkpoint is None or threading.current_thread() is not threading.main_thread():
+                trainer._signal = trainer._agreed_signal = None
+                # every rank catches them (torchrun signals every rank; a user may signal one)
+                if not trainer._checkpointing or threading.current_thread() is not threading.main_thread():
                     return self
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     self.previous[signum] = signal.signal(signum, self.handle)
@@ -842,10 +860,13 @@ class Trainer:
         return Catching()
 
     def _interrupted(self) -> TrainingInterrupted:
-        name = signal.Signals(self._signal).name
-        where = f"a checkpoint was written to {self.checkpoint} ({self._last_checkpoint})"
+        signum = self._stop_signal()
+        name = signal.Signals(signum).name
+        where = f"a checkpoint was written to {self._checkpoint_file}"
+        if self._last_checkpoint is not None:  # rank 0, which wrote it, knows where it stands
+            where += f" ({self._last_checkpoint})"
         return TrainingInterrupted(
-            f"training stopped by {name}: {where}; continue with resume={str(self.checkpoint)!r}", self._signal
+            f"training stopped by {name}: {where}; continue with resume={str(self._checkpoint_file)!r}", signum
         )
 
     # ------------------------------------------------------------------ evaluation schedule

@@ -81,6 +81,8 @@ class Structure:
             local fields are ``rows @ x + bias`` with no energy evaluation; else ``None``.
         bias: ``(size,)``, the gradient at ``x = 0`` (with ``rows``).
         fixed_batch: ``n_chains`` when the energy only takes batches of that size.
+        plan: what ``ebm.samplers.local.quadratic_sweep`` derives from ``rows`` (built on
+            the first sweep).
     """
 
     colors: list[torch.Tensor]
@@ -90,6 +92,7 @@ class Structure:
     rows: list[torch.Tensor] | None = None
     bias: torch.Tensor | None = None
     fixed_batch: int | None = None
+    plan: object = None
 
 
 # ---------------------------------------------------------------------- colouring

@@ -175,7 +175,7 @@ class Gibbs(Sampler):
                 continue
             s = self._structure(model, name, state)
             if s.rows is not None:
-                bad = quadratic_sweep(model, name, domain, state, s, generator)
+                state[name], bad = quadratic_sweep(model, domain, state[name], s, generator)
             else:
                 state[name] = state[name].clone()
                 bad = None

@@ -20,9 +20,13 @@ NaN energy differences leave their site unchanged and are counted (per chain) so
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
+
+from ebm.ops.bernoulli import bernoulli_
 
 from ebm.samplers.coloring import sites_view
 from ebm.variables import Categorical, Domain
@@ -46,61 +50,145 @@ def _uniform(shape, like: torch.Tensor, generator) -> torch.Tensor:
     return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
-def quadratic_sweep(model, name: str, domain: Domain, state: dict[str, torch.Tensor], structure, generator) -> torch.Tensor:
+@dataclass
+class _ColorRows:
+    """One colour of a quadratic sweep: its entries (rows of the sites-major block), the
+    Hessian rows of those entries scaled to logits (CSR ``(|c|·k, size)``) and the logits at
+    ``x = 0`` ``(|c|·k, 1)`` (``None``: zero)."""
+
+    entries: torch.Tensor
+    rows: torch.Tensor
+    bias: torch.Tensor | None
+
+
+@dataclass
+class QuadraticPlan:
+    """What a quadratic sweep needs that depends only on the structure, built once per
+    ``Structure``: per colour its rows scaled to logits (the heat-bath logit of "up" is
+    ``-(up - down) · field``; of category ``v``, ``-field_v``), and the block's values.
+    ``carried`` holds the sites-major copy of the block the last sweep left behind, with the
+    tensor that sweep returned (see ``quadratic_sweep``)."""
+
+    colors: list[_ColorRows]
+    values: tuple[float, float] | None
+    carried: dict = field(default_factory=dict)
+
+
+def quadratic_plan(domain: Domain, structure) -> QuadraticPlan:
+    """The ``QuadraticPlan`` of a structure with Hessian rows (cached on it)."""
+    plan = structure.plan
+    if plan is not None:
+        return plan
+    k = domain.size // domain.n_sites
+    if isinstance(domain, Categorical):
+        values, scale = None, -1.0
+    else:
+        values = tuple(float(v) for v in domain.values)
+        scale = -(values[1] - values[0])
+    colors = []
+    for sites, rows in zip(structure.colors, structure.rows, strict=True):
+        entries = sites if k == 1 else (sites.unsqueeze(1) * k + torch.arange(k, device=sites.device)).reshape(-1)
+        bias = None if structure.bias is None else (scale * structure.bias.index_select(0, entries)).unsqueeze(1)
+        colors.append(_ColorRows(entries, rows * scale, bias))
+    structure.plan = QuadraticPlan(colors, values)
+    return structure.plan
+
+
+def quadratic_sweep(
+    model, domain: Domain, x: torch.Tensor, structure, generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One sweep over every colour of a block whose energy is quadratic in it (and the only
-    block): local fields ``H_c x + b_c`` by one sparse product per colour, in a transposed
-    ``(size, n)`` copy of the block so that a colour's entries are rows. A tempered view's
-    β (scalar or per chain) scales them. Writes the block in ``state``; returns the
-    per-chain count ``(n,)`` of colours whose fields had a NaN (those sites get arbitrary
-    values; the warning says the draws are not to be used)."""
+    block): per colour, the logits ``H_c x + b_c`` (scaled) by one sparse product with the
+    block laid out sites-major ``(size, n)``, so that a colour's entries are rows and a
+    product reads whole rows of chains; a tempered view's β (scalar or per chain) scales
+    them. Two-valued sites are drawn by ``ebm.ops.bernoulli`` (exact, 16 random bits a
+    site), categorical ones by inverse CDF from one uniform a site.
+
+    ``x`` ``(n, *shape)`` is not modified; returns the new block (contiguous, same shape)
+    and the per-chain count ``(n,)`` of colours whose logits had a NaN (those sites get
+    the value ``down`` or category 0; the warning says the draws are not to be used).
+
+    The sites-major copy costs a transposition each way. The one the sweep ends with is
+    kept on the plan with the tensor it returned, so that the next sweep from that very
+    tensor (same object, not written to since) starts from it without transposing back.
+    """
     from ebm.models.tempered import Tempered
 
-    x = state[name]
+    plan = quadratic_plan(domain, structure)
     n = x.shape[0]
-    xt = x.reshape(n, -1).T.contiguous()  # (size, n)
+    size = domain.size
+    xt = _sites_major(plan, x, n, size)
     beta = model.beta if isinstance(model, Tempered) else None
-    k = domain.size // domain.n_sites
     count = torch.zeros(n, dtype=torch.long, device=x.device)
-    arange_k = torch.arange(k, device=x.device)
-    two_valued = not isinstance(domain, Categorical)
-    if two_valued:
-        down, up = domain.values
-        # E(up) - E(down) = (up - down) * field: the logit of "up" is -(up - down) * field
-        scale = -(up - down) if beta is None else -(up - down) * beta
-    else:
-        scale = -1.0 if beta is None else -beta
-    for sites, rows in zip(structure.colors, structure.rows, strict=True):
-        entries = sites if k == 1 else (sites.unsqueeze(1) * k + arange_k).reshape(-1)
-        field = torch.sparse.mm(rows, xt)  # (|c|·k, n)
-        if structure.bias is not None:
-            field.add_(structure.bias.index_select(0, entries).unsqueeze(1))
-        field.mul_(scale)  # now logits
-        count += torch.isnan(field.sum(0))
-        if two_valued:
-            p_up = field.sigmoid_()
-            new = torch.where(_uniform(p_up.shape, p_up, generator) < p_up, up, down).to(x.dtype)
+    for color in plan.colors:
+        if color.bias is None:
+            logits = torch.sparse.mm(color.rows, xt)  # (|c|·k, n)
         else:
-            logits = field.reshape(len(sites), k, n)
-            gumbel = _uniform(logits.shape, logits, generator).log_().neg_().log_().neg_()
-            codes = _argmax_middle(logits.add_(gumbel))  # (|c|, n): Gumbel-max draws
-            new = (codes.unsqueeze(1) == arange_k.view(1, k, 1)).to(x.dtype).reshape(-1, n)
-        xt.index_copy_(0, entries, new)
-    state[name] = xt.T.reshape(x.shape).contiguous()
-    return count
+            logits = torch.addmm(color.bias, color.rows, xt)
+        if beta is not None:
+            logits.mul_(beta)
+        count += torch.isnan(logits.sum(0))
+        if plan.values is None:
+            new = _categorical_draw(logits.view(-1, domain.n_values, n), generator)
+        else:
+            new = _two_valued_draw(logits, plan.values, generator)
+        xt.index_copy_(0, color.entries, new)
+    out = torch.empty(n, size, dtype=x.dtype, device=x.device)
+    out.copy_(xt.T)  # a 2-D transposed copy (a blocked kernel; 3-D is several times slower)
+    out = out.view(x.shape)
+    plan.carried[0] = (weakref.ref(out), out._version, xt, xt._version)
+    return out, count
 
 
-def _argmax_middle(t: torch.Tensor) -> torch.Tensor:
-    """``t.argmax(1)`` of ``(a, k, n)``; for small k by k contiguous comparisons (a strided
-    reduction over the middle dimension is ~50x slower on the CPU)."""
-    k = t.shape[1]
-    if k > 8:
-        return t.transpose(1, 2).contiguous().argmax(-1)
-    best, index = t[:, 0], torch.zeros(t.shape[0], t.shape[2], dtype=torch.long, device=t.device)
-    for v in range(1, k):
-        better = t[:, v] > best
-        best = torch.where(better, t[:, v], best)
-        index.masked_fill_(better, v)
-    return index
+def _sites_major(plan: QuadraticPlan, x: torch.Tensor, n: int, size: int) -> torch.Tensor:
+    """``x`` as a contiguous ``(size, n)`` tensor the caller may write: the one the last
+    sweep left when ``x`` is the tensor it returned, untouched since (claimed atomically,
+    so that two threads cannot both take it), else a fresh transposed copy."""
+    carried = plan.carried.pop(0, None)
+    if carried is not None:
+        ref, version, xt, xt_version = carried
+        if ref() is x and x._version == version and xt._version == xt_version:
+            return xt
+    return x.reshape(n, size).T.contiguous()
+
+
+def _two_valued_draw(logits: torch.Tensor, values: tuple[float, float], generator) -> torch.Tensor:
+    """In place: ``up`` with probability ``sigmoid(logits)``, else ``down`` (also for NaN)."""
+    down, up = values
+    p = bernoulli_(logits.sigmoid_(), generator)  # 0/1, exact; NaN stays NaN
+    if (down, up) != (0.0, 1.0):
+        p.mul_(up - down).add_(down)
+    return p.nan_to_num_(nan=down)
+
+
+def _categorical_draw(logits: torch.Tensor, generator) -> torch.Tensor:
+    """One-hot draws ``(|c|·q, n)`` from the softmax over dim 1 of ``logits`` ``(|c|, q, n)``
+    (overwritten), by inverse CDF with one uniform per site: category ``v`` when
+    ``F_{v-1} <= u·F_{q-1} < F_v`` for the cumulative ``F`` of ``exp(logits - max)``.
+    Slices over the q values keep every operation on contiguous ``(|c|, n)`` rows (a
+    reduction over the middle dimension is many times slower on the CPU). A site with a
+    NaN logit gets category 0."""
+    q = logits.shape[1]
+    top = logits[:, 0].clone()
+    for v in range(1, q):
+        torch.maximum(top, logits[:, v], out=top)
+    cumulative = logits.sub_(top.unsqueeze(1)).exp_()
+    for v in range(1, q):
+        cumulative[:, v].add_(cumulative[:, v - 1])
+    u = torch.rand(top.shape, generator=generator, dtype=top.dtype, device=top.device)
+    u.mul_(cumulative[:, q - 1])
+    # above[v] = (u >= F_v), non-increasing in v; one-hot: [1 - above_0, above_0 - above_1, ..., above_{q-2}]
+    new = cumulative  # overwritten in place, value by value
+    previous = None
+    for v in range(q - 1):
+        above = torch.ge(u, cumulative[:, v]).to(u.dtype)
+        if previous is None:
+            torch.sub(1.0, above, out=new[:, v])
+        else:
+            torch.sub(previous, above, out=new[:, v])
+        previous = above
+    new[:, q - 1] = previous
+    return new.view(-1, logits.shape[2])
 
 
 def update_color(

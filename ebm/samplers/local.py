@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ebm.ops.bernoulli import bernoulli_
-
 from ebm.samplers.coloring import sites_view
 from ebm.variables import Categorical, Domain
 
@@ -94,9 +93,7 @@ def quadratic_plan(domain: Domain, structure) -> QuadraticPlan:
     return structure.plan
 
 
-def quadratic_sweep(
-    model, domain: Domain, x: torch.Tensor, structure, generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def quadratic_sweep(model, domain: Domain, x: torch.Tensor, structure, generator) -> tuple[torch.Tensor, torch.Tensor]:
     """One sweep over every colour of a block whose energy is quadratic in it (and the only
     block): per colour, the logits ``H_c x + b_c`` (scaled) by one sparse product with the
     block laid out sites-major ``(size, n)``, so that a colour's entries are rows and a

@@ -1,9 +1,12 @@
-"""thrml's checkerboard block Gibbs on the cases of ``benchmarks/lattice.py`` (run by it, in
-an interpreter that has thrml; imports nothing from ebm or torch).
+"""thrml's checkerboard block Gibbs on the cases of ``benchmarks/lattice.py``: a worker it
+starts in an interpreter that has thrml (imports nothing from ebm or torch), so that thrml
+is timed in turn with the torch sweeps, round after round.
 
-Reads a JSON list of cases on stdin, each ``{"name", "n_sites", "edges": [[i, j], ...],
-"weights", "colors": [[sites], ...], "beta", "chains", "sweeps", "repeats"}``, and prints
-a JSON ``{name: sweeps per second}`` (best of ``repeats``, compilation excluded).
+Protocol, one JSON document per line: stdin first gets the list of cases, each ``{"name",
+"n_sites", "edges": [[i, j], ...], "weights", "colors": [[sites], ...], "beta", "chains",
+"sweeps"}``; the worker compiles them all and prints ``"ready"``. Then each line of stdin
+is a case name: the worker runs that case's sweeps once and prints ``{"wall": seconds,
+"cpu": seconds}`` (compilation excluded; ``cpu`` is the process's CPU time).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from thrml import Block, SamplingSchedule, SpinNode, sample_states
 from thrml.models import IsingEBM, IsingSamplingProgram, hinton_init
 
 
-def rate(case: dict) -> float:
+def compile_case(case: dict):
+    """A function of no arguments that runs the case's sweeps and waits for the result."""
     nodes = [SpinNode() for _ in range(case["n_sites"])]
     edges = [(nodes[i], nodes[j]) for i, j in case["edges"]]
     model = IsingEBM(
@@ -32,17 +36,17 @@ def rate(case: dict) -> float:
     run = jax.jit(jax.vmap(lambda k, i: sample_states(k, program, schedule, i, [], [Block(nodes)])))
     keys = jax.random.split(key, case["chains"])
     jax.block_until_ready(run(keys, init))  # compile
-    best = 0.0
-    for _ in range(case["repeats"]):
-        start = time.perf_counter()
-        jax.block_until_ready(run(keys, init))
-        best = max(best, case["sweeps"] / (time.perf_counter() - start))
-    return best
+    return lambda: jax.block_until_ready(run(keys, init))
 
 
 def main() -> None:
-    cases = json.load(sys.stdin)
-    print(json.dumps({case["name"]: rate(case) for case in cases}))
+    runs = {case["name"]: compile_case(case) for case in json.loads(sys.stdin.readline())}
+    print(json.dumps("ready"), flush=True)
+    for line in sys.stdin:
+        run = runs[json.loads(line)]
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}), flush=True)
 
 
 if __name__ == "__main__":

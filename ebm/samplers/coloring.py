@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ebm.model import EnergyModel
+from ebm.models.tempered import Tempered
 from ebm.variables import Categorical, Domain, Real
 
 #: exact discrete discovery enumerates all N² pairs: only for blocks up to this many sites
@@ -166,8 +167,6 @@ def interior_point(domain: Domain, n: int, generator: torch.Generator, dtype, de
 
 def _inner_models(model: EnergyModel) -> list[EnergyModel]:
     """The models whose structure a model's has: a tempered view has its own and its base's."""
-    from ebm.models.tempered import Tempered
-
     if isinstance(model, Tempered):
         inner = _inner_models(model.model)
         return inner + ([] if model.base is None else _inner_models(model.base))
@@ -410,22 +409,25 @@ def _verify_all(models, name, context, colors, affine, generator) -> str | None:
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+_PLAIN = (int, float, str, bool)
+
+
 def cache_key(model: EnergyModel, name: str, state: Mapping[str, torch.Tensor]) -> tuple:
     """What a block's structure depends on: parameter/buffer versions and storage, the
     models' plain attributes, the blocks' domains, dtype and device. Reading it costs no
-    host sync."""
-    parts: list = [name, model.dtype, str(model.device)]
+    host sync (a few microseconds a module: it is read every sweep)."""
+    # the model's dtype and device are those of its tensors (each in the key), else the default dtype
+    parts: list = [name, torch.get_default_dtype()]
     for m in _inner_models(model):
-        for t in list(m.parameters()) + list(m.buffers()):
-            parts.append((t._version, t.data_ptr(), tuple(t.shape)))
         for mod in m.modules():
-            parts.append(
-                tuple(
-                    (k, v) for k, v in vars(mod).items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")
+            attributes = mod.__dict__
+            parts.append(tuple((k, v) for k, v in attributes.items() if isinstance(v, _PLAIN) and k[0] != "_"))
+            for tensors in (attributes["_parameters"], attributes["_buffers"]):
+                parts.extend(
+                    (t._version, t.data_ptr(), t.shape, t.dtype, t.device) for t in tensors.values() if t is not None
                 )
-            )
         parts.append(tuple(m.variables.items()))
-    parts.append(tuple(sorted(state)))
+    parts.append(tuple(state))
     return tuple(parts)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ebm.models.tempered import Tempered
 from ebm.ops.bernoulli import bernoulli_
 from ebm.samplers.coloring import sites_view
 from ebm.variables import Categorical, Domain
@@ -109,8 +110,6 @@ def quadratic_sweep(model, domain: Domain, x: torch.Tensor, structure, generator
     kept on the plan with the tensor it returned, so that the next sweep from that very
     tensor (same object, not written to since) starts from it without transposing back.
     """
-    from ebm.models.tempered import Tempered
-
     plan = quadratic_plan(domain, structure)
     n = x.shape[0]
     size = domain.size
@@ -235,8 +234,6 @@ def update_color(
 def repeated_energy(model, state: Mapping[str, torch.Tensor], repeat: int) -> torch.Tensor:
     """``model.energy(state)`` for a batch whose rows are ``repeat`` consecutive copies per
     chain: a tempered view's per-chain β is repeated alike."""
-    from ebm.models.tempered import Tempered
-
     if isinstance(model, Tempered) and model.beta.dim() == 1:
         beta = model.beta.repeat_interleave(repeat)
         e = beta * repeated_energy(model.model, state, repeat)

@@ -66,12 +66,34 @@ class QuadraticPlan:
     """What a quadratic sweep needs that depends only on the structure, built once per
     ``Structure``: per colour its rows scaled to logits (the heat-bath logit of "up" is
     ``-(up - down) · field``; of category ``v``, ``-field_v``), and the block's values.
-    ``carried`` holds the sites-major copy of the block the last sweep left behind, with the
-    tensor that sweep returned (see ``quadratic_sweep``)."""
+    ``spare`` holds the ``_Workspace`` the last sweep left behind (see ``quadratic_sweep``)."""
 
     colors: list[_ColorRows]
     values: tuple[float, float] | None
-    carried: dict = field(default_factory=dict)
+    spare: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Workspace:
+    """A sweep's buffers: the block sites-major ``xt`` ``(size, n)`` and one logits buffer
+    per colour; after the sweep, the tensor it returned (a weak reference) and the version
+    counters of that tensor and of ``xt``, which tell whether ``xt`` still equals it."""
+
+    xt: torch.Tensor
+    logits: list[torch.Tensor]
+    returned: weakref.ref | None = None
+    returned_version: int = -1
+    xt_version: int = -1
+
+    def holds(self, x: torch.Tensor) -> bool:
+        """Whether ``xt`` is ``x`` sites-major: ``x`` is the tensor the last sweep returned and
+        neither was written since."""
+        return (
+            self.returned is not None
+            and self.returned() is x
+            and x._version == self.returned_version
+            and self.xt._version == self.xt_version
+        )
 
 
 def quadratic_plan(domain: Domain, structure) -> QuadraticPlan:
@@ -113,14 +135,15 @@ def quadratic_sweep(model, domain: Domain, x: torch.Tensor, structure, generator
     plan = quadratic_plan(domain, structure)
     n = x.shape[0]
     size = domain.size
-    xt = _sites_major(plan, x, n, size)
+    work = _workspace(plan, x, n, size)
+    xt = work.xt
     beta = model.beta if isinstance(model, Tempered) else None
     count = torch.zeros(n, dtype=torch.long, device=x.device)
-    for color in plan.colors:
+    for color, logits in zip(plan.colors, work.logits, strict=True):
         if color.bias is None:
-            logits = torch.sparse.mm(color.rows, xt)  # (|c|·k, n)
+            torch.addmm(logits, color.rows, xt, beta=0, out=logits)  # (|c|·k, n); beta=0 ignores the old values
         else:
-            logits = torch.addmm(color.bias, color.rows, xt)
+            torch.addmm(color.bias, color.rows, xt, out=logits)
         if beta is not None:
             logits.mul_(beta)
         count += torch.isnan(logits.sum(0))
@@ -132,20 +155,23 @@ def quadratic_sweep(model, domain: Domain, x: torch.Tensor, structure, generator
     out = torch.empty(n, size, dtype=x.dtype, device=x.device)
     out.copy_(xt.T)  # a 2-D transposed copy (a blocked kernel; 3-D is several times slower)
     out = out.view(x.shape)
-    plan.carried[0] = (weakref.ref(out), out._version, xt, xt._version)
+    work.returned, work.returned_version, work.xt_version = weakref.ref(out), out._version, xt._version
+    plan.spare[0] = work
     return out, count
 
 
-def _sites_major(plan: QuadraticPlan, x: torch.Tensor, n: int, size: int) -> torch.Tensor:
-    """``x`` as a contiguous ``(size, n)`` tensor the caller may write: the one the last
-    sweep left when ``x`` is the tensor it returned, untouched since (claimed atomically,
-    so that two threads cannot both take it), else a fresh transposed copy."""
-    carried = plan.carried.pop(0, None)
-    if carried is not None:
-        ref, version, xt, xt_version = carried
-        if ref() is x and x._version == version and xt._version == xt_version:
-            return xt
-    return x.reshape(n, size).T.contiguous()
+def _workspace(plan: QuadraticPlan, x: torch.Tensor, n: int, size: int) -> _Workspace:
+    """Buffers for a sweep from ``x``, the caller's to write: the last sweep's when there are
+    (claimed atomically, so that two threads never share them) and fit ``x``, their ``xt``
+    refilled from ``x`` unless it already holds it; else new ones."""
+    work = plan.spare.pop(0, None)
+    if work is None or work.xt.shape != (size, n) or work.xt.dtype != x.dtype or work.xt.device != x.device:
+        xt = x.reshape(n, size).T.contiguous()
+        logits = [torch.empty(len(c.entries), n, dtype=x.dtype, device=x.device) for c in plan.colors]
+        return _Workspace(xt, logits)
+    if not work.holds(x):
+        work.xt.copy_(x.reshape(n, size).T)
+    return work
 
 
 def _two_valued_draw(logits: torch.Tensor, values: tuple[float, float], generator) -> torch.Tensor:

@@ -66,10 +66,13 @@ class QuadraticPlan:
     """What a quadratic sweep needs that depends only on the structure, built once per
     ``Structure``: per colour its rows scaled to logits (the heat-bath logit of "up" is
     ``-(up - down) · field``; of category ``v``, ``-field_v``), and the block's values.
+    ``finite``: no logit can be NaN for states in the domain (finite rows and bias, and no
+    sum of them can overflow), checked once here so that sweeps need not look for NaN.
     ``spare`` holds the ``_Workspace`` the last sweep left behind (see ``quadratic_sweep``)."""
 
     colors: list[_ColorRows]
     values: tuple[float, float] | None
+    finite: bool
     spare: dict = field(default_factory=dict)
 
 
@@ -112,8 +115,34 @@ def quadratic_plan(domain: Domain, structure) -> QuadraticPlan:
         entries = sites if k == 1 else (sites.unsqueeze(1) * k + torch.arange(k, device=sites.device)).reshape(-1)
         bias = None if structure.bias is None else (scale * structure.bias.index_select(0, entries)).unsqueeze(1)
         colors.append(_ColorRows(entries, rows * scale, bias))
-    structure.plan = QuadraticPlan(colors, values)
+    structure.plan = QuadraticPlan(colors, values, _finite_logits(colors, values))
     return structure.plan
+
+
+def _finite_logits(colors: list[_ColorRows], values: tuple[float, float] | None) -> bool:
+    """Whether every logit ``rows @ x + bias`` is finite for any ``x`` with entries bounded by
+    the domain's largest ``|value|``: the bound ``Σ|row| · max|x| + |bias|`` (in float64) is
+    below a quarter of the dtype's largest number, leaving room for rounding."""
+    largest = 1.0 if values is None else max(abs(v) for v in values)
+    bounds = []
+    for color in colors:
+        values_ = color.rows.values().double()
+        if values_.numel() and not bool(values_.isfinite().all()):
+            return False
+        row_sums = torch.zeros(color.rows.shape[0], dtype=torch.float64, device=values_.device)
+        row_sums.index_add_(0, _row_ids(color.rows), values_.abs())
+        bound = row_sums * largest
+        if color.bias is not None:
+            bound = bound + color.bias.double().abs().reshape(-1)
+        bounds.append(bound.max() if bound.numel() else bound.new_zeros(()))
+    limit = torch.finfo(colors[0].rows.dtype).max / 4 if colors else 0.0
+    return bool(torch.stack(bounds).max() < limit) if bounds else True
+
+
+def _row_ids(rows: torch.Tensor) -> torch.Tensor:
+    """The row of each stored entry of a CSR matrix."""
+    crow = rows.crow_indices()
+    return torch.repeat_interleave(torch.arange(len(crow) - 1, device=crow.device), crow.diff())
 
 
 def quadratic_sweep(model, domain: Domain, x: torch.Tensor, structure, generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,11 +175,13 @@ def quadratic_sweep(model, domain: Domain, x: torch.Tensor, structure, generator
             torch.addmm(color.bias, color.rows, xt, out=logits)
         if beta is not None:
             logits.mul_(beta)
-        count += torch.isnan(logits.sum(0))
+        check = beta is not None or not plan.finite
+        if check:
+            count += torch.isnan(logits.sum(0))
         if plan.values is None:
             new = _categorical_draw(logits.view(-1, domain.n_values, n), generator)
         else:
-            new = _two_valued_draw(logits, plan.values, generator)
+            new = _two_valued_draw(logits, plan.values, generator, check)
         xt.index_copy_(0, color.entries, new)
     out = torch.empty(n, size, dtype=x.dtype, device=x.device)
     out.copy_(xt.T)  # a 2-D transposed copy (a blocked kernel; 3-D is several times slower)
@@ -174,13 +205,14 @@ def _workspace(plan: QuadraticPlan, x: torch.Tensor, n: int, size: int) -> _Work
     return work
 
 
-def _two_valued_draw(logits: torch.Tensor, values: tuple[float, float], generator) -> torch.Tensor:
-    """In place: ``up`` with probability ``sigmoid(logits)``, else ``down`` (also for NaN)."""
+def _two_valued_draw(logits: torch.Tensor, values: tuple[float, float], generator, nan: bool) -> torch.Tensor:
+    """In place: ``up`` with probability ``sigmoid(logits)``, else ``down`` (also for a NaN
+    logit, when ``nan`` says there may be one)."""
     down, up = values
     p = bernoulli_(logits.sigmoid_(), generator)  # 0/1, exact; NaN stays NaN
     if (down, up) != (0.0, 1.0):
         p.mul_(up - down).add_(down)
-    return p.nan_to_num_(nan=down)
+    return p.nan_to_num_(nan=down) if nan else p
 
 
 def _categorical_draw(logits: torch.Tensor, generator) -> torch.Tensor:

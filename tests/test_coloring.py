@@ -18,6 +18,7 @@ from stattools import chi_square_pvalue
 
 import ebm
 from ebm.samplers.coloring import Graph, structure
+from ebm.samplers.local import quadratic_plan, quadratic_sweep
 
 # Tiny tensors: a second thread only adds synchronisation (and oversubscribes a busy machine).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -154,3 +155,38 @@ def test_nan_energy_warns_once_naming_block_and_sweep():
         chains = ebm.sample(NaNCorner(4, 0.4), ebm.Gibbs(), n_chains=8, n_steps=5, seed=0)
     assert sum("NaN energy" in str(w.message) for w in caught) == 1
     assert int(chains.stats["nan_energy_s"][-1].sum()) > 0
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: Ising(6, 0.4, field=0.1), lambda: Potts(3, 4, 0.6, field=0.3)], ids=["spin", "potts"]
+)
+def test_sweep_continues_from_its_own_copy_only_for_the_state_it_returned(make):
+    """The sites-major copy a sweep leaves behind is used only by a sweep from the very
+    tensor it returned, unwritten: a replay from an older state, a state written in place,
+    or a copy all get the draws of a fresh start (same generator seed)."""
+    model = make()
+    name = next(iter(model.variables))
+    domain = model.variables[name]
+    s = structure(model, name, model.random_state(1))
+    assert s.rows is not None  # the quadratic path
+
+    def sweep(x, seed):
+        return quadratic_sweep(model, domain, x, s, torch.Generator().manual_seed(seed))[0]
+
+    x0 = model.random_state(16, generator=torch.Generator().manual_seed(0))[name]
+    x1 = sweep(x0, 1)
+    x2 = sweep(x1, 2)  # from the carried copy
+    assert torch.equal(sweep(x1, 2), x2)  # a replay from x1: the copy holds x2 now
+    assert torch.equal(sweep(x1.clone(), 2), x2)
+    x3 = sweep(x2, 3)
+    x3.copy_(x3.flip(0))  # written in place after it was returned
+    assert torch.equal(sweep(x3, 4), sweep(x3.clone(), 4))
+    assert sweep(x3, 5).is_contiguous() and torch.equal(x0.unique(), sweep(x0, 6).unique())
+
+
+def test_quadratic_plan_looks_for_nan_only_when_logits_can_be_nan():
+    model = SpinGlass(10, seed=3)
+    assert quadratic_plan(model.variables["s"], structure(model, "s", model.random_state(1))).finite
+    with torch.no_grad():
+        model.J[0, 1] = model.J[1, 0] = 1e38  # logits of 2e38: above the bound, a quarter of float32's largest
+    assert not quadratic_plan(model.variables["s"], structure(model, "s", model.random_state(1))).finite

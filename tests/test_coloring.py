@@ -40,7 +40,7 @@ def exact_fit(model, n_chains=20_000, burn_in=100, seed=1, sampler=None):
     "make, affine, n_colors",
     [
         pytest.param(lambda: Ising(4, 0.4, field=0.1), True, 2, id="ising-4x4"),
-        pytest.param(lambda: Potts(3, 3, 0.6, field=0.3), True, None, id="potts-q3-3x3", marks=pytest.mark.slow),
+        pytest.param(lambda: Potts(3, 3, 0.6, field=0.3), True, None, id="potts-q3-3x3"),
         pytest.param(lambda: SpinGlass(10, seed=3), True, None, id="spin-glass"),
         pytest.param(lambda: ThreeBody(3, J3=0.25, J2=0.2), True, None, id="three-body", marks=pytest.mark.slow),
         pytest.param(lambda: CurieWeiss(8, J=0.4), False, 8, id="curie-weiss", marks=pytest.mark.slow),

@@ -145,7 +145,9 @@ def _row_ids(rows: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(crow) - 1, device=crow.device), crow.diff())
 
 
-def quadratic_sweep(model, domain: Domain, x: torch.Tensor, structure, generator) -> tuple[torch.Tensor, torch.Tensor]:
+def quadratic_sweep(
+    model, domain: Domain, x: torch.Tensor, structure, generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One sweep over every colour of a block whose energy is quadratic in it (and the only
     block): per colour, the logits ``H_c x + b_c`` (scaled) by one sparse product with the
     block laid out sites-major ``(size, n)``, so that a colour's entries are rows and a
@@ -155,7 +157,8 @@ def quadratic_sweep(model, domain: Domain, x: torch.Tensor, structure, generator
 
     ``x`` ``(n, *shape)`` is not modified; returns the new block (contiguous, same shape)
     and the per-chain count ``(n,)`` of colours whose logits had a NaN (those sites get
-    the value ``down`` or category 0; the warning says the draws are not to be used).
+    the value ``down`` or category 0; the warning says the draws are not to be used), or
+    ``None`` when no logit can be NaN (``QuadraticPlan.finite``, no tempering).
 
     The sites-major copy costs a transposition each way. The one the sweep ends with is
     kept on the plan with the tensor it returned, so that the next sweep from that very
@@ -167,7 +170,8 @@ def quadratic_sweep(model, domain: Domain, x: torch.Tensor, structure, generator
     work = _workspace(plan, x, n, size)
     xt = work.xt
     beta = model.beta if isinstance(model, Tempered) else None
-    count = torch.zeros(n, dtype=torch.long, device=x.device)
+    check = beta is not None or not plan.finite
+    count = torch.zeros(n, dtype=torch.long, device=x.device) if check else None
     for color, logits in zip(plan.colors, work.logits, strict=True):
         if color.bias is None:
             torch.addmm(logits, color.rows, xt, beta=0, out=logits)  # (|c|·k, n); beta=0 ignores the old values
@@ -175,7 +179,6 @@ def quadratic_sweep(model, domain: Domain, x: torch.Tensor, structure, generator
             torch.addmm(color.bias, color.rows, xt, out=logits)
         if beta is not None:
             logits.mul_(beta)
-        check = beta is not None or not plan.finite
         if check:
             count += torch.isnan(logits.sum(0))
         if plan.values is None:

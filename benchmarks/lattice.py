@@ -7,15 +7,19 @@ random ±J spin glass of 4,096 sites (4 random couplings per site on average). `
 through ``ebm.sample(model, ebm.Gibbs(), ...)`` exactly as a user calls it; discovery of the
 interaction graph is timed separately (it is cached per model). The hand-written sweep is
 what one writes for each model knowing its colouring (rolls for the lattices, sparse
-products for the glass). Each rate is the best of ``--repeats`` timings, taken in turn, so
-that a busy spell of the machine hits every method alike; the ratios are the result.
+products for the glass). Each rate is the best of ``--repeats`` timings, taken in turn
+(thrml included, in a worker process), so that a busy spell of the machine hits every
+method alike; the ratios are the result. ``--clock cpu`` rates each by its process's CPU
+time instead of wall-clock time, for a machine shared with other jobs.
 
 thrml (Extropic's JAX block-Gibbs library) is optional: give ``--thrml-python`` (an
 interpreter that has it), or ``--install-thrml DIR`` to create a virtual environment there
-and ``pip install thrml`` into it; it is never installed otherwise (CI does not). Its Potts
-case is not measured (thrml's Ising program is used for the spin cases).
+and ``pip install thrml`` into it; it is never installed otherwise (CI does not). It runs
+its ``IsingSamplingProgram`` for the spin cases and a ``FactorSamplingProgram`` of
+``SquareCategoricalEBMFactor`` (weights ``β I`` per bond) for the Potts case, with the
+same colourings, compiled before any timing.
 
-    python benchmarks/lattice.py [--install-thrml /tmp/thrml-venv | --thrml-python PATH] [--quick]
+    python benchmarks/lattice.py [--install-thrml /tmp/thrml-venv | --thrml-python PATH] [--quick] [--clock cpu]
 """
 
 from __future__ import annotations
@@ -250,7 +254,9 @@ def main() -> None:
             edges, colors = lattice_edges(L), checkerboard(L)
             weights = [1.0] * len(edges)
         elif name.startswith("potts"):
-            hand, edges = potts_hand(3, L, model.beta, n, generator), None
+            hand = potts_hand(3, L, model.beta, n, generator)
+            edges, colors = lattice_edges(L), checkerboard(L)
+            weights = [1.0] * len(edges)
         else:
             adjacency = torch.zeros(4096, 4096, dtype=torch.bool)
             adjacency[model.i, model.j] = adjacency[model.j, model.i] = True
@@ -262,7 +268,8 @@ def main() -> None:
             thrml_cases.append(
                 {
                     "name": name,
-                    "n_sites": model.variables["s"].size,
+                    "n_sites": L * L if L else model.variables["s"].size,
+                    "q": 3 if name.startswith("potts") else None,
                     "edges": edges.tolist(),
                     "weights": weights,
                     "colors": [c.tolist() for c in colors],

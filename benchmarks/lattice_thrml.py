@@ -4,9 +4,10 @@ is timed in turn with the torch sweeps, round after round.
 
 Protocol, one JSON document per line: stdin first gets the list of cases, each ``{"name",
 "n_sites", "edges": [[i, j], ...], "weights", "colors": [[sites], ...], "beta", "chains",
-"sweeps"}``; the worker compiles them all and prints ``"ready"``. Then each line of stdin
-is a case name: the worker runs that case's sweeps once and prints ``{"wall": seconds,
-"cpu": seconds}`` (compilation excluded; ``cpu`` is the process's CPU time).
+"sweeps", "q"}`` (``q``: categories of a Potts case, else null); the worker compiles them
+all and prints ``"ready"``. Then each line of stdin is a case name: the worker runs that
+case's sweeps once and prints ``{"wall": seconds, "cpu": seconds}`` (compilation excluded;
+``cpu`` is the process's CPU time).
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import time
 
 import jax
 import jax.numpy as jnp
-from thrml import Block, SamplingSchedule, SpinNode, sample_states
+from thrml import Block, CategoricalNode, SamplingSchedule, SpinNode, sample_states
+from thrml.block_sampling import BlockGibbsSpec
+from thrml.factor import FactorSamplingProgram
 from thrml.models import IsingEBM, IsingSamplingProgram, hinton_init
+from thrml.models.discrete_ebm import CategoricalGibbsConditional, SquareCategoricalEBMFactor
 
 
-def compile_case(case: dict):
-    """A function of no arguments that runs the case's sweeps and waits for the result."""
+def ising_program(case: dict, key):
+    """thrml's Ising program for ``E = -β Σ_e w_e s_i s_j``, and random initial blocks."""
     nodes = [SpinNode() for _ in range(case["n_sites"])]
     edges = [(nodes[i], nodes[j]) for i, j in case["edges"]]
     model = IsingEBM(
@@ -30,8 +34,32 @@ def compile_case(case: dict):
     )
     blocks = [Block([nodes[i] for i in color]) for color in case["colors"]]
     program = IsingSamplingProgram(model, blocks, [])
+    return nodes, program, hinton_init(key, model, blocks, (case["chains"],))
+
+
+def potts_program(case: dict, key):
+    """thrml's factor program for the Potts energy ``E = -β Σ_e w_e δ(x_i, x_j)`` over ``q``
+    categories (one ``q x q`` weight matrix ``β w_e I`` per edge), and random initial blocks."""
+    q = case["q"]
+    nodes = [CategoricalNode() for _ in range(case["n_sites"])]
+    weights = case["beta"] * jnp.asarray(case["weights"], dtype=jnp.float32)[:, None, None] * jnp.eye(q)
+    tails = Block([nodes[i] for i, _ in case["edges"]])
+    heads = Block([nodes[j] for _, j in case["edges"]])
+    factor = SquareCategoricalEBMFactor([tails, heads], weights)
+    blocks = [Block([nodes[i] for i in color]) for color in case["colors"]]
+    spec = BlockGibbsSpec(blocks, [], {CategoricalNode: jax.ShapeDtypeStruct((), jnp.uint8)})
+    program = FactorSamplingProgram(spec, [CategoricalGibbsConditional(q) for _ in spec.free_blocks], [factor], [])
+    keys = jax.random.split(key, len(blocks))
+    init = [
+        jax.random.randint(k, (case["chains"], len(b)), 0, q, dtype=jnp.uint8) for k, b in zip(keys, blocks, strict=True)
+    ]
+    return nodes, program, init
+
+
+def compile_case(case: dict):
+    """A function of no arguments that runs the case's sweeps and waits for the result."""
     key = jax.random.key(0)
-    init = hinton_init(key, model, blocks, (case["chains"],))
+    nodes, program, init = (potts_program if case.get("q") else ising_program)(case, key)
     schedule = SamplingSchedule(n_warmup=case["sweeps"], n_samples=1, steps_per_sample=1)
     run = jax.jit(jax.vmap(lambda k, i: sample_states(k, program, schedule, i, [], [Block(nodes)])))
     keys = jax.random.split(key, case["chains"])

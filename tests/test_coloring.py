@@ -144,6 +144,18 @@ def test_cache_is_invalidated_when_parameters_change():
     assert len(structure(model, "s", model.random_state(1)).colors) == 2
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["adam", "fused-adam"])
+def test_cache_is_invalidated_by_an_optimizer_step(fused):
+    """Fused optimisers write parameters without bumping their version counters."""
+    model = LateralBM(4, 2, lateral=0.0)
+    state = model.random_state(1)
+    assert len(structure(model, "v", state).colors) == 1
+    optimizer = torch.optim.Adam([model.L], lr=0.5, fused=fused)
+    model.L.grad = -torch.ones_like(model.L)  # every lateral coupling becomes 0.5
+    optimizer.step()
+    assert len(structure(model, "v", state).colors) == 4
+
+
 class NaNCorner(Ising):
     def energy(self, state):
         e = super().energy(state)

@@ -28,9 +28,13 @@ back to exact discrete discovery (all mixed second differences, for blocks of at
 sweep), with a warning.
 
 Results are cached per model and block, keyed on every parameter's and buffer's version
-counter and storage (``p._version``, ``data_ptr``) and on the model's plain attributes, so
-that an optimiser step or ``model.beta = ...`` triggers a new discovery (a zero coupling
-that became non-zero adds an edge).
+counter and storage (``p._version``, ``data_ptr``), on the number of optimiser steps taken
+on it, and on the model's plain attributes, so that an optimiser step, an in-place write
+(``with torch.no_grad(): p[...] = ...``) or ``model.beta = ...`` triggers a new discovery
+(a zero coupling that became non-zero adds an edge). Optimiser steps are counted by a
+global ``torch.optim`` step hook, because fused optimisers (``Adam(fused=True)``) update
+parameters without bumping their version counters. A write through ``p.data`` bypasses
+the version counter too and is not seen: write under ``torch.no_grad()`` instead.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ebm.model import EnergyModel
 from ebm.models.tempered import Tempered
@@ -407,15 +412,27 @@ def _verify_all(models, name, context, colors, affine, generator) -> str | None:
 
 # ---------------------------------------------------------------------- the cache
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: attribute counting the optimiser steps taken on a parameter (set by ``_count_steps``)
+_STEPS = "_ebm_optimizer_steps"
+
+
+def _count_steps(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    # fused optimiser kernels write parameters without bumping ``_version``: count the steps
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            setattr(p, _STEPS, getattr(p, _STEPS, 0) + 1)
+
+
+register_optimizer_step_post_hook(_count_steps)
 
 
 _PLAIN = (int, float, str, bool)
 
 
 def cache_key(model: EnergyModel, name: str, state: Mapping[str, torch.Tensor]) -> tuple:
-    """What a block's structure depends on: parameter/buffer versions and storage, the
-    models' plain attributes, the blocks' domains, dtype and device. Reading it costs no
-    host sync (a few microseconds a module: it is read every sweep)."""
+    """What a block's structure depends on: parameter/buffer versions, optimiser steps and
+    storage, the models' plain attributes, the blocks' domains, dtype and device. Reading
+    it costs no host sync (a few microseconds a module: it is read every sweep)."""
     # the model's dtype and device are those of its tensors (each in the key), else the default dtype
     parts: list = [name, torch.get_default_dtype()]
     for m in _inner_models(model):
@@ -424,7 +441,9 @@ def cache_key(model: EnergyModel, name: str, state: Mapping[str, torch.Tensor]) 
             parts.append(tuple((k, v) for k, v in attributes.items() if isinstance(v, _PLAIN) and k[0] != "_"))
             for tensors in (attributes["_parameters"], attributes["_buffers"]):
                 parts.extend(
-                    (t._version, t.data_ptr(), t.shape, t.dtype, t.device) for t in tensors.values() if t is not None
+                    (t._version, getattr(t, _STEPS, 0), t.data_ptr(), t.shape, t.dtype, t.device)
+                    for t in tensors.values()
+                    if t is not None
                 )
         parts.append(tuple(m.variables.items()))
     parts.append(tuple(state))

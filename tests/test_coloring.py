@@ -17,6 +17,7 @@ from lattice_models import (
 from stattools import chi_square_pvalue
 
 import ebm
+from ebm.models.tempered import Tempered
 from ebm.samplers.coloring import Graph, structure
 from ebm.samplers.local import quadratic_plan, quadratic_sweep
 
@@ -61,6 +62,21 @@ def test_boltzmann_machine_with_lateral_couplings():
     assert len(structure(model, "h", model.random_state(1)).colors) == 1  # hidden units never interact
     assert len(structure(model, "v", model.random_state(1)).colors) == 5  # dense lateral couplings
     assert exact_fit(model) > ALPHA
+
+
+def test_tempered_view_samples_each_chain_at_its_own_temperature():
+    """A tempered view with one β per chain scales the quadratic sweep's logits per chain:
+    the chains at β = 1 follow the model, those at β = 1/2 the model at half its couplings
+    and field (two comparisons, each at ALPHA / 2)."""
+    n = 20_000
+    view = Tempered(Ising(4, 0.4, field=0.1), torch.tensor([1.0, 0.5]).repeat_interleave(n // 2))
+    assert structure(view, "s", view.random_state(n)).rows is not None  # the quadratic path
+    chains = ebm.sample(view, ebm.Gibbs(), n_chains=n, n_steps=1, burn_in=100, seed=1)
+    for half, target in enumerate([Ising(4, 0.4, field=0.1), Ising(4, 0.2, field=0.05)]):
+        rows = {"s": chains.last["s"][half * n // 2 : (half + 1) * n // 2]}
+        probs = joint_probs(target, ["s"])
+        counts = torch.bincount(joint_index(target, rows, ["s"]), minlength=len(probs))
+        assert chi_square_pvalue(counts, probs) > ALPHA / 2
 
 
 def test_non_differentiable_energy_is_discovered_on_discrete_states():

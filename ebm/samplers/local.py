@@ -4,6 +4,9 @@ For a colour ``c`` (sites that do not interact), each site's conditional given a
 sites is ``p(x_i = v | rest) ∝ exp(-E(x with x_i = v))``, and the sites are independent, so
 all of them are drawn at once from their energy differences:
 
+- energies quadratic in their only block (Ising, spin glasses, one-hot Potts):
+  ``quadratic_sweep`` computes the logits of a colour as one sparse product of the
+  discovered Hessian rows with the block laid out sites-major, with no energy evaluation;
 - ``affine`` energies (affine in every site: pairwise spin/binary models, the one-hot Potts
   form, any multilinear polynomial): ``E(x_i = v) - E(x) = (v - x_i) · ∂E/∂x_i``, so one
   forward and backward pass gives every difference of every site (for one-hot sites the

@@ -7,15 +7,19 @@ random ±J spin glass of 4,096 sites (4 random couplings per site on average). `
 through ``ebm.sample(model, ebm.Gibbs(), ...)`` exactly as a user calls it; discovery of the
 interaction graph is timed separately (it is cached per model). The hand-written sweep is
 what one writes for each model knowing its colouring (rolls for the lattices, sparse
-products for the glass). Each rate is the best of ``--repeats`` timings, taken in turn, so
-that a busy spell of the machine hits every method alike; the ratios are the result.
+products for the glass). Each rate is the best of ``--repeats`` timings, taken in turn
+(thrml included, in a worker process), so that a busy spell of the machine hits every
+method alike; the ratios are the result. ``--clock cpu`` rates each by its process's CPU
+time instead of wall-clock time, for a machine shared with other jobs.
 
 thrml (Extropic's JAX block-Gibbs library) is optional: give ``--thrml-python`` (an
 interpreter that has it), or ``--install-thrml DIR`` to create a virtual environment there
-and ``pip install thrml`` into it; it is never installed otherwise (CI does not). Its Potts
-case is not measured (thrml's Ising program is used for the spin cases).
+and ``pip install thrml`` into it; it is never installed otherwise (CI does not). It runs
+its ``IsingSamplingProgram`` for the spin cases and a ``FactorSamplingProgram`` of
+``SquareCategoricalEBMFactor`` (weights ``β I`` per bond) for the Potts case, with the
+same colourings, compiled before any timing.
 
-    python benchmarks/lattice.py [--install-thrml /tmp/thrml-venv | --thrml-python PATH] [--quick]
+    python benchmarks/lattice.py [--install-thrml /tmp/thrml-venv | --thrml-python PATH] [--quick] [--clock cpu]
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import best_rates, hardware
+from common import hardware
 
 import ebm
 from ebm.samplers.coloring import greedy_coloring, structure
@@ -146,20 +150,60 @@ def checkerboard(L):
     return [torch.nonzero(labels == c).flatten() for c in (0, 1)]
 
 
-def thrml_rates(python: str, cases: list[dict], threads: int) -> dict[str, float]:
-    if not cases:
-        return {}
-    worker = Path(__file__).with_name("lattice_thrml.py")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    if threads == 1:
-        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    out = subprocess.run(
-        [python, str(worker)], input=json.dumps(cases), capture_output=True, text=True, check=False, env=env
-    )
-    if out.returncode:
-        print(f"thrml run failed:\n{out.stderr[-2000:]}")
-        return {}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class ThrmlWorker:
+    """thrml in its own interpreter (``lattice_thrml.py``), all cases compiled up front, each
+    run on request so that it is timed in turn with the torch sweeps."""
+
+    def __init__(self, python: str, cases: list[dict], threads: int):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        if threads == 1:
+            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        worker = Path(__file__).with_name("lattice_thrml.py")
+        self.process = subprocess.Popen(
+            [python, str(worker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        self.names = {case["name"] for case in cases}
+        self._send(cases)
+        if self._receive() != "ready":
+            raise RuntimeError("the thrml worker did not start")
+
+    def _send(self, message) -> None:
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def _receive(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the thrml worker stopped (exit code {self.process.wait()})")
+        return json.loads(line)
+
+    def time(self, name: str) -> tuple[float, float]:
+        """``(wall, cpu)`` seconds of one run of the case's sweeps."""
+        self._send(name)
+        out = self._receive()
+        return out["wall"], out["cpu"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def timed(fn) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def best_rates(fns: dict, k: int, repeats: int, clock: int) -> dict[str, float]:
+    """Sweeps per second of each ``fn() -> (wall, cpu)`` (each runs ``k`` sweeps), best of
+    ``repeats``, timed in turn round after round so that a busy spell hits them alike."""
+    for fn in fns.values():
+        fn()
+    best = dict.fromkeys(fns, 0.0)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            best[name] = max(best[name], k / fn()[clock])
+    return best
 
 
 def install_thrml(directory: str) -> str:
@@ -176,21 +220,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="fewer sweeps (noisier)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of torch and of thrml's XLA")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="rate by wall-clock time (a quiet machine) or by each process's CPU time (a busy one)",
+    )
     parser.add_argument("--thrml-python", help="an interpreter with thrml installed")
     parser.add_argument("--install-thrml", metavar="DIR", help="create a venv in DIR and pip install thrml there")
     args = parser.parse_args()
-    n, scale = args.chains, (0.25 if args.quick else 1.0)
+    n, scale, clock = args.chains, (0.25 if args.quick else 1.0), ("wall", "cpu").index(args.clock)
     torch.set_num_threads(args.threads)
     python = install_thrml(args.install_thrml) if args.install_thrml else args.thrml_python
     start = time.perf_counter()
-    print(f"hardware: {hardware()}; float32, {n} chains; load average at start {os.getloadavg()}", flush=True)
+    print(
+        f"hardware: {hardware()}; float32, {n} chains, {args.clock} clock; load average at start {os.getloadavg()}",
+        flush=True,
+    )
     generator = torch.Generator().manual_seed(0)
     beta_c = math.log(1 + math.sqrt(2)) / 2
-    rows, thrml_cases = [], []
     cases = [(f"ising L={L}", Ising(L, beta_c), L) for L in (16, 32, 64)]
     cases += [("potts q=3 L=32", Potts(3, 32, math.log(1 + math.sqrt(3))), 32)]
     cases += [("spin glass N=4096", SpinGlass(4096, 8192, 1.0), None)]
     sweeps = {"ising L=16": 400, "ising L=32": 160, "ising L=64": 40, "potts q=3 L=32": 60, "spin glass N=4096": 60}
+    prepared, thrml_cases = [], []
     for name, model, L in cases:
         k = max(4, int(sweeps[name] * scale))
         t = time.perf_counter()
@@ -201,7 +254,9 @@ def main() -> None:
             edges, colors = lattice_edges(L), checkerboard(L)
             weights = [1.0] * len(edges)
         elif name.startswith("potts"):
-            hand, edges = potts_hand(3, L, model.beta, n, generator), None
+            hand = potts_hand(3, L, model.beta, n, generator)
+            edges, colors = lattice_edges(L), checkerboard(L)
+            weights = [1.0] * len(edges)
         else:
             adjacency = torch.zeros(4096, 4096, dtype=torch.bool)
             adjacency[model.i, model.j] = adjacency[model.j, model.i] = True
@@ -213,26 +268,39 @@ def main() -> None:
             thrml_cases.append(
                 {
                     "name": name,
-                    "n_sites": model.variables["s"].size,
+                    "n_sites": L * L if L else model.variables["s"].size,
+                    "q": 3 if name.startswith("potts") else None,
                     "edges": edges.tolist(),
                     "weights": weights,
                     "colors": [c.tolist() for c in colors],
                     "beta": model.beta,
                     "chains": n,
                     "sweeps": k,
-                    "repeats": args.repeats,
                 }
             )
-        ours = ebm_sweeps(model, n)
-        rates = best_rates({"ebm": lambda ours=ours, k=k: ours(k), "hand": lambda hand=hand, k=k: hand(k)}, k, args.repeats)
-        rows.append((name, rates["ebm"], rates["hand"], len(found.colors), discovery))
-    thrml = thrml_rates(python, thrml_cases, args.threads) if python else {}
+        prepared.append((name, model, k, hand, len(found.colors), discovery))
+    thrml = ThrmlWorker(python, thrml_cases, args.threads) if python else None
+    rows = []
+    try:
+        for name, model, k, hand, n_colors, discovery in prepared:
+            ours = ebm_sweeps(model, n)
+            fns = {
+                "ebm": lambda ours=ours, k=k: timed(lambda: ours(k)),
+                "hand": lambda hand=hand, k=k: timed(lambda: hand(k)),
+            }
+            if thrml is not None and name in thrml.names:
+                fns["thrml"] = lambda name=name: thrml.time(name)
+            rates = best_rates(fns, k, args.repeats, clock)
+            rows.append((name, rates, n_colors, discovery))
+    finally:
+        if thrml is not None:
+            thrml.close()
     print(
         f"{'case':>18} {'colours':>7} {'discovery s':>11} {'ebm sweeps/s':>12} {'hand sweeps/s':>13} "
         f"{'ebm/hand':>8} {'thrml sweeps/s':>14} {'ebm/thrml':>9}"
     )
-    for name, rate, hand, n_colors, discovery in rows:
-        t = thrml.get(name)
+    for name, rates, n_colors, discovery in rows:
+        rate, hand, t = rates["ebm"], rates["hand"], rates.get("thrml")
         thrml_cols = f"{t:14.1f} {rate / t:9.2f}" if t else f"{'-':>14} {'-':>9}"
         print(f"{name:>18} {n_colors:7d} {discovery:11.2f} {rate:12.1f} {hand:13.1f} {rate / hand:8.2f} {thrml_cols}")
     if not python:

@@ -28,9 +28,13 @@ back to exact discrete discovery (all mixed second differences, for blocks of at
 sweep), with a warning.
 
 Results are cached per model and block, keyed on every parameter's and buffer's version
-counter and storage (``p._version``, ``data_ptr``) and on the model's plain attributes, so
-that an optimiser step or ``model.beta = ...`` triggers a new discovery (a zero coupling
-that became non-zero adds an edge).
+counter and storage (``p._version``, ``data_ptr``), on the number of optimiser steps taken
+on it, and on the model's plain attributes, so that an optimiser step, an in-place write
+(``with torch.no_grad(): p[...] = ...``) or ``model.beta = ...`` triggers a new discovery
+(a zero coupling that became non-zero adds an edge). Optimiser steps are counted by a
+global ``torch.optim`` step hook, because fused optimisers (``Adam(fused=True)``) update
+parameters without bumping their version counters. A write through ``p.data`` bypasses
+the version counter too and is not seen: write under ``torch.no_grad()`` instead.
 """
 
 from __future__ import annotations
@@ -42,8 +46,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ebm.model import EnergyModel
+from ebm.models.tempered import Tempered
 from ebm.variables import Categorical, Domain, Real
 
 #: exact discrete discovery enumerates all N² pairs: only for blocks up to this many sites
@@ -81,6 +87,8 @@ class Structure:
             local fields are ``rows @ x + bias`` with no energy evaluation; else ``None``.
         bias: ``(size,)``, the gradient at ``x = 0`` (with ``rows``).
         fixed_batch: ``n_chains`` when the energy only takes batches of that size.
+        plan: what ``ebm.samplers.local.quadratic_sweep`` derives from ``rows`` (built on
+            the first sweep).
     """
 
     colors: list[torch.Tensor]
@@ -90,6 +98,7 @@ class Structure:
     rows: list[torch.Tensor] | None = None
     bias: torch.Tensor | None = None
     fixed_batch: int | None = None
+    plan: object = None
 
 
 # ---------------------------------------------------------------------- colouring
@@ -163,8 +172,6 @@ def interior_point(domain: Domain, n: int, generator: torch.Generator, dtype, de
 
 def _inner_models(model: EnergyModel) -> list[EnergyModel]:
     """The models whose structure a model's has: a tempered view has its own and its base's."""
-    from ebm.models.tempered import Tempered
-
     if isinstance(model, Tempered):
         inner = _inner_models(model.model)
         return inner + ([] if model.base is None else _inner_models(model.base))
@@ -405,24 +412,41 @@ def _verify_all(models, name, context, colors, affine, generator) -> str | None:
 
 # ---------------------------------------------------------------------- the cache
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: attribute counting the optimiser steps taken on a parameter (set by ``_count_steps``)
+_STEPS = "_ebm_optimizer_steps"
+
+
+def _count_steps(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    # fused optimiser kernels write parameters without bumping ``_version``: count the steps
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            setattr(p, _STEPS, getattr(p, _STEPS, 0) + 1)
+
+
+register_optimizer_step_post_hook(_count_steps)
+
+
+_PLAIN = (int, float, str, bool)
 
 
 def cache_key(model: EnergyModel, name: str, state: Mapping[str, torch.Tensor]) -> tuple:
-    """What a block's structure depends on: parameter/buffer versions and storage, the
-    models' plain attributes, the blocks' domains, dtype and device. Reading it costs no
-    host sync."""
-    parts: list = [name, model.dtype, str(model.device)]
+    """What a block's structure depends on: parameter/buffer versions, optimiser steps and
+    storage, the models' plain attributes, the blocks' domains, dtype and device. Reading
+    it costs no host sync (a few microseconds a module: it is read every sweep)."""
+    # the model's dtype and device are those of its tensors (each in the key), else the default dtype
+    parts: list = [name, torch.get_default_dtype()]
     for m in _inner_models(model):
-        for t in list(m.parameters()) + list(m.buffers()):
-            parts.append((t._version, t.data_ptr(), tuple(t.shape)))
         for mod in m.modules():
-            parts.append(
-                tuple(
-                    (k, v) for k, v in vars(mod).items() if isinstance(v, (int, float, str, bool)) and not k.startswith("_")
+            attributes = mod.__dict__
+            parts.append(tuple((k, v) for k, v in attributes.items() if isinstance(v, _PLAIN) and k[0] != "_"))
+            for tensors in (attributes["_parameters"], attributes["_buffers"]):
+                parts.extend(
+                    (t._version, getattr(t, _STEPS, 0), t.data_ptr(), t.shape, t.dtype, t.device)
+                    for t in tensors.values()
+                    if t is not None
                 )
-            )
         parts.append(tuple(m.variables.items()))
-    parts.append(tuple(sorted(state)))
+    parts.append(tuple(state))
     return tuple(parts)
 
 

@@ -175,7 +175,7 @@ class Gibbs(Sampler):
                 continue
             s = self._structure(model, name, state)
             if s.rows is not None:
-                bad = quadratic_sweep(model, name, domain, state, s, generator)
+                state[name], bad = quadratic_sweep(model, domain, state[name], s, generator)
             else:
                 state[name] = state[name].clone()
                 bad = None
@@ -183,11 +183,13 @@ class Gibbs(Sampler):
                     count = update_color(model, name, domain, state, sites, s.affine, generator, s.fixed_batch)
                     bad = count if bad is None else bad + count
             if name not in nan_count:  # a state saved before these counters existed
-                nan_count[name] = torch.zeros_like(bad)
-                nan_sweep[name] = torch.full_like(bad, -1)
-            first = (nan_sweep[name] < 0) & (bad > 0)
-            nan_sweep[name] = torch.where(first, sampler_state.n_sweeps, nan_sweep[name])
-            nan_count[name] = nan_count[name] + bad
+                n = state[name].shape[0]
+                nan_count[name] = torch.zeros(n, dtype=torch.long, device=state[name].device)
+                nan_sweep[name] = torch.full_like(nan_count[name], -1)
+            if bad is not None:  # None: the sweep could not meet a NaN (the counters stand)
+                first = (nan_sweep[name] < 0) & (bad > 0)
+                nan_sweep[name] = torch.where(first, sampler_state.n_sweeps, nan_sweep[name])
+                nan_count[name] = nan_count[name] + bad
             info[f"nan_energy_{name}"] = nan_count[name]
             info[f"nan_sweep_{name}"] = nan_sweep[name]
         new = GibbsState(state, sampler_state.observed, sampler_state.plan, nan_count, nan_sweep, sampler_state.n_sweeps + 1)

@@ -1,19 +1,36 @@
 """Exact Bernoulli draws (``ebm.ops.bernoulli``): the probability the algorithm implies is p
 exactly (computed by enumerating every value of the random bits, not by sampling), the bits
-are uniform in every position, and seeded draws do not depend on the thread count."""
+are uniform in every position, and seeded draws do not depend on the thread count. Each on
+both paths: the compiled kernel (``ebm.ops.kernels``, skipped where it cannot be built) and
+the eager torch fallback (``EBM_KERNELS=0``)."""
 
+import warnings
 from fractions import Fraction
 
 import pytest
 import torch
 
-from ebm.ops import bernoulli
+from ebm.ops import bernoulli, kernels
 from ebm.ops.bernoulli import BITS, bernoulli_, decide
 
 ALL_BITS = 2**BITS
 
 
-def implied_probability(p: torch.Tensor) -> Fraction:
+@pytest.fixture(params=["kernel", "eager"])
+def path(request, monkeypatch):
+    """Run the test on the compiled kernel, then on the eager fallback; yields the path's
+    one-level ``decide`` (probabilities, bits) -> clamp(2^16 p - bits, 0, 1), in place."""
+    if request.param == "eager":
+        monkeypatch.setenv(kernels.ENV, "0")
+        assert kernels.kernels() is None
+        return decide
+    compiled = kernels.kernels()
+    if compiled is None:
+        pytest.skip("the compiled kernels are unavailable here")
+    return compiled.decide_
+
+
+def implied_probability(p: torch.Tensor, decide=decide) -> Fraction:
     """P(on) that ``bernoulli_`` gives the 0-d probability ``p``, exactly: every ``B`` of a
     level through ``decide``, a tie's residual through the next level (recursively)."""
     probability, weight = Fraction(0), Fraction(1)
@@ -46,7 +63,7 @@ def probes(dtype: torch.dtype) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_implied_probability_is_p_exactly(dtype):
+def test_implied_probability_is_p_exactly(dtype, path):
     """Near 0 (down to subnormals), near 1 and on both sides of multiples of 2^-8.
 
     Pure arithmetic, ~1000 ops on 65536 values: on one thread, since on a loaded machine
@@ -55,21 +72,22 @@ def test_implied_probability_is_p_exactly(dtype):
     torch.set_num_threads(1)
     try:
         for p in probes(dtype):
-            assert implied_probability(p) == Fraction(p.item()), f"p = {p.item()!r} ({dtype})"
+            assert implied_probability(p, path) == Fraction(p.item()), f"p = {p.item()!r} ({dtype})"
     finally:
         torch.set_num_threads(threads)
 
 
-def test_out_of_range_and_nan():
+def test_out_of_range_and_nan(path):
     p = torch.tensor([-0.5, 1.5, float("inf"), float("-inf"), float("nan")])
     out = bernoulli_(p, torch.Generator().manual_seed(0))
     assert out[:4].tolist() == [0.0, 1.0, 1.0, 0.0] and out[4].isnan()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_draws_match_p_in_every_bit_position(dtype):
-    """The random words feed 4 units each: every position in a word, and the units decided on a
-    generator, must be Bernoulli(p). 12 z-tests at |z| < 4.5 (false alarm < 1e-4 per run)."""
+def test_draws_match_p_in_every_bit_position(dtype, path):
+    """The random words feed 4 units each: every position in a word, and the units of two
+    chunks (eager: filled by different generators; kernel: two ranges of counters), must be
+    Bernoulli(p). 12 z-tests at |z| < 4.5 (false alarm < 1e-4 per run)."""
     n = 400_000
     generator = torch.Generator().manual_seed(1)
     for p in (0.75, 1 / 3):
@@ -88,7 +106,7 @@ def test_draws_match_p_in_every_bit_position(dtype):
             assert abs(z) < 4.5, (p, z)
 
 
-def test_seeded_draws_do_not_depend_on_threads():
+def test_seeded_draws_do_not_depend_on_threads(path):
     p = torch.rand(3 * 4 * bernoulli.CHUNK_WORDS + 5, generator=torch.Generator().manual_seed(2))
     threads = torch.get_num_threads()
     try:
@@ -102,16 +120,52 @@ def test_seeded_draws_do_not_depend_on_threads():
     assert not torch.equal(one, bernoulli_(p.clone(), torch.Generator().manual_seed(4)))
 
 
-def test_non_contiguous_and_bad_dtype():
+def test_non_contiguous_and_bad_dtype(path):
     p = torch.full((6, 4), 1.0).t()
     assert bernoulli_(p).eq(1).all() and not p.is_contiguous()
     with pytest.raises(TypeError, match="float32 or float64"):
         bernoulli_(torch.full((3,), 0.5, dtype=torch.float16))
 
 
+def ties_drawn(draws: torch.Tensor, residual: float) -> None:
+    assert set(draws.unique().tolist()) == {0.0, 1.0}
+    n = draws.numel()
+    z = (draws.mean().item() - residual) / (residual * (1 - residual) / n) ** 0.5
+    assert abs(z) < 4.5
+
+
+def test_kernel_ties_are_redrawn_with_their_residual():
+    """As below, on the kernel: first-level words given as 0, ties from the generator."""
+    compiled = kernels.kernels()
+    if compiled is None:
+        pytest.skip("the compiled kernels are unavailable here")
+    n, residual = 100_001, 0.3
+    for dtype in (torch.float32, torch.float64):
+        p = torch.full((n,), residual / ALL_BITS, dtype=dtype)
+        draws = compiled.bernoulli_words_(p, torch.zeros(-(-n // 4), dtype=torch.int64), torch.Generator().manual_seed(5))
+        ties_drawn(draws, residual)
+
+
+def test_kernel_failure_falls_back_with_one_warning(monkeypatch):
+    """No compiler, no ninja, a failed build: one warning, then exact draws on the eager path."""
+
+    def fail():
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(kernels, "_state", {})
+    monkeypatch.setattr(kernels, "_build", fail)
+    with pytest.warns(RuntimeWarning, match="kernels are unavailable"):
+        first = bernoulli_(torch.full((10,), 0.5), torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = bernoulli_(torch.full((10,), 0.5), torch.Generator().manual_seed(0))
+    assert torch.equal(first, again) and set(first.tolist()) <= {0.0, 1.0}
+
+
 def test_ties_are_redrawn_with_their_residual(monkeypatch):
-    """All first-level bits 0: every unit with p < 2^-16 ties, and is on with probability
-    2^16 p from the next level's bits. z-test at |z| < 4.5."""
+    """Eager path, all first-level bits 0: every unit with p < 2^-16 ties, and is on with
+    probability 2^16 p from the next level's bits. z-test at |z| < 4.5."""
+    monkeypatch.setenv(kernels.ENV, "0")
     fill = bernoulli.random_words
     calls = []
 
@@ -122,6 +176,5 @@ def test_ties_are_redrawn_with_their_residual(monkeypatch):
     monkeypatch.setattr(bernoulli, "random_words", zero_first)
     n, residual = 100_000, 0.3
     draws = bernoulli_(torch.full((n,), residual / ALL_BITS, dtype=torch.float64), torch.Generator().manual_seed(5))
-    assert len(calls) == 2 and set(draws.unique().tolist()) == {0.0, 1.0}
-    z = (draws.mean().item() - residual) / (residual * (1 - residual) / n) ** 0.5
-    assert abs(z) < 4.5
+    assert len(calls) == 2
+    ties_drawn(draws, residual)

@@ -1,0 +1,169 @@
+// Exact Bernoulli draws from 16 random bits per unit, in one pass on all torch threads.
+//
+// The same algorithm as ebm/ops/bernoulli.py (see its docstring for the proof): with
+// x = 2^16 p and B the unit's 16 random bits, y = clamp(x - B, 0, 1) is 1 (on), 0 (off) or,
+// on a tie (B = floor(x) < x, probability 2^-16), the residual that is drawn the same way
+// from 16 fresh bits. x and y are exact in floating point, so P(on) = p exactly.
+//
+// Random bits: a counter-based generator, splitmix64 of (key + counter * golden gamma),
+// keyed by one 64-bit draw from the caller's torch.Generator per call. Unit i takes the
+// 16-bit part i % 4 (from the lowest) of word i / 4; the k-th tie level of unit i takes its own word. So the
+// draws depend on the key and the element index only: the same for any thread count.
+#include <torch/extension.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+
+namespace {
+
+constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
+constexpr uint64_t kTieKey = 0xD1B54A32D192ED03ULL;
+constexpr int64_t kBlock = 64;  // units per block: 16 words
+constexpr int64_t kMaxLevels = 128;  // tie levels per unit (float64 needs at most ~70)
+
+inline uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t draw_key(std::optional<at::Generator> generator) {
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return gen->random64();
+}
+
+// One level of the draw: clamp(2^16 q - bits, 0, 1): 1 (on), 0 (off), the residual of a
+// tie in (0, 1), or NaN for a NaN q.
+template <typename T>
+inline T level(T q, uint32_t bits) {
+  T v = q * T(65536) - T(bits);
+  v = std::max(v, T(0));  // NaN stays NaN
+  return std::min(v, T(1));
+}
+
+// The residual y of a tie of unit `index`, resolved with further levels; returns 1 or 0.
+template <typename T>
+T resolve_tie(T y, uint64_t tie_key, int64_t index) {
+  const uint64_t base = static_cast<uint64_t>(index) * kMaxLevels;
+  for (uint64_t k = 0; y > T(0) && y < T(1); ++k) {
+    y = level(y, static_cast<uint32_t>(mix(tie_key + (base + k) * kGamma) & 0xFFFFu));
+  }
+  return y;
+}
+
+// The first level's random words: counter-based from the key, or given (tests).
+struct HashWords {
+  uint64_t key;
+  uint64_t operator()(uint64_t index) const { return mix(key + index * kGamma); }
+};
+struct GivenWords {
+  const int64_t* words;
+  uint64_t n_words;  // past the end (a last block's padding): 0
+  uint64_t operator()(uint64_t index) const { return index < n_words ? static_cast<uint64_t>(words[index]) : 0; }
+};
+
+// One block of `count` <= kBlock probabilities at `q` into `y`; whether any unit tied.
+// Branch-free, so that the compiler vectorises it (kCount: a compile-time count, or 0).
+template <typename T, int64_t kCount>
+inline bool first_level(const T* q, const uint32_t* bits, T* y, int64_t count) {
+  const int64_t n = kCount > 0 ? kCount : count;
+  uint32_t tie = 0;  // an integer OR, which vectorises (a bool does not)
+  for (int64_t j = 0; j < n; ++j) {
+    const T v = level(q[j], bits[j]);
+    y[j] = v;
+    tie |= static_cast<uint32_t>(v > T(0)) & static_cast<uint32_t>(v < T(1));  // NaN: no tie, stays NaN
+  }
+  return tie != 0;
+}
+
+// Units [begin, end) of `p` (begin a multiple of kBlock), probabilities in, draws out.
+template <typename T, typename Words>
+void draw_range(T* p, int64_t begin, int64_t end, Words first, uint64_t tie_key) {
+  uint32_t bits[kBlock];
+  T y[kBlock];
+  for (int64_t start = begin; start < end; start += kBlock) {
+    const int64_t count = std::min(kBlock, end - start);
+    const uint64_t first_word = static_cast<uint64_t>(start / 4);
+    for (int64_t j = 0; j < kBlock / 4; ++j) {
+      const uint64_t word = first(first_word + static_cast<uint64_t>(j));
+      bits[4 * j] = static_cast<uint32_t>(word & 0xFFFFu);
+      bits[4 * j + 1] = static_cast<uint32_t>((word >> 16) & 0xFFFFu);
+      bits[4 * j + 2] = static_cast<uint32_t>((word >> 32) & 0xFFFFu);
+      bits[4 * j + 3] = static_cast<uint32_t>(word >> 48);
+    }
+    T* block = p + start;
+    const bool tie = count == kBlock ? first_level<T, kBlock>(block, bits, y, count)
+                                     : first_level<T, 0>(block, bits, y, count);
+    if (tie) {
+      for (int64_t j = 0; j < count; ++j) {
+        if (y[j] > T(0) && y[j] < T(1)) y[j] = resolve_tie(y[j], tie_key, start + j);
+      }
+    }
+    std::copy(y, y + count, block);
+  }
+}
+
+template <typename T, typename Words>
+void draw_all(T* p, int64_t n, Words first, uint64_t key) {
+  const uint64_t tie_key = mix(key ^ kTieKey);
+  const int64_t n_blocks = (n + kBlock - 1) / kBlock;
+  at::parallel_for(0, n_blocks, 256, [&](int64_t b0, int64_t b1) {
+    draw_range<T>(p, b0 * kBlock, std::min(b1 * kBlock, n), first, tie_key);
+  });
+}
+
+void check(const at::Tensor& t, const char* what) {
+  TORCH_CHECK(t.device().is_cpu(), what, " must be on the CPU");
+  TORCH_CHECK(t.is_contiguous(), what, " must be contiguous");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, what, " must be float32 or float64");
+}
+
+}  // namespace
+
+// p (probabilities) -> exact Bernoulli(p) draws, in place.
+at::Tensor bernoulli_(at::Tensor p, std::optional<at::Generator> generator) {
+  check(p, "p");
+  const uint64_t key = draw_key(generator);
+  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "ebm_bernoulli_", [&] {
+    draw_all<scalar_t>(p.data_ptr<scalar_t>(), p.numel(), HashWords{key}, key);
+  });
+  return p;
+}
+
+// Tests: the draw with the first level's words given (int64, ceil(n / 4) of them); ties
+// from the generator as usual.
+at::Tensor bernoulli_words_(at::Tensor p, at::Tensor words, std::optional<at::Generator> generator) {
+  check(p, "p");
+  TORCH_CHECK(words.scalar_type() == at::kLong && words.is_contiguous() && words.numel() >= (p.numel() + 3) / 4,
+              "words must be contiguous int64, ceil(n / 4) of them");
+  const uint64_t key = draw_key(generator);
+  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "ebm_bernoulli_words_", [&] {
+    draw_all<scalar_t>(p.data_ptr<scalar_t>(), p.numel(), GivenWords{words.data_ptr<int64_t>(), static_cast<uint64_t>(words.numel())}, key);
+  });
+  return p;
+}
+
+// Tests: one level, in place, p = clamp(2^16 p - bits, 0, 1) with bits (p's dtype) in [0, 2^16).
+at::Tensor decide_(at::Tensor p, at::Tensor bits) {
+  check(p, "p");
+  check(bits, "bits");
+  TORCH_CHECK(bits.scalar_type() == p.scalar_type() && bits.numel() == p.numel(), "bits must match p");
+  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "ebm_decide_", [&] {
+    scalar_t* q = p.data_ptr<scalar_t>();
+    const scalar_t* b = bits.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < p.numel(); ++i) q[i] = level(q[i], static_cast<uint32_t>(b[i]));
+  });
+  return p;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("bernoulli_", &bernoulli_, "exact Bernoulli draws in place", pybind11::arg("p"), pybind11::arg("generator") = pybind11::none());
+  m.def("bernoulli_words_", &bernoulli_words_, "tests: the draw with the first level's words given");
+  m.def("decide_", &decide_, "tests: one level of the draw in place");
+}

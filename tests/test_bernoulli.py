@@ -5,13 +5,14 @@ both paths: the compiled kernel (``ebm.ops.kernels``, skipped where it cannot be
 the eager torch fallback (``EBM_KERNELS=0``)."""
 
 import warnings
+from decimal import Decimal, localcontext
 from fractions import Fraction
 
 import pytest
 import torch
 
 from ebm.ops import bernoulli, kernels
-from ebm.ops.bernoulli import BITS, bernoulli_, decide
+from ebm.ops.bernoulli import BITS, bernoulli_, decide, sigmoid_bernoulli_
 
 ALL_BITS = 2**BITS
 
@@ -85,18 +86,20 @@ def test_out_of_range_and_nan(path):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_draws_match_p_in_every_bit_position(dtype, path):
-    """The random words feed 4 units each: every position in a word, and the units of two
-    chunks (eager: filled by different generators; kernel: two ranges of counters), must be
-    Bernoulli(p). 12 z-tests at |z| < 4.5 (false alarm < 1e-4 per run)."""
+    """The random words feed 4 units each: every position in a word (eager: units 4k + j;
+    kernel: units j·64 to j·64 + 63 of each block of 256), and the units of two chunks (eager:
+    filled by different generators; kernel: two ranges of counters), must be Bernoulli(p).
+    20 z-tests at |z| < 4.5 (false alarm < 2e-4 per run)."""
     n = 400_000
     generator = torch.Generator().manual_seed(1)
     for p in (0.75, 1 / 3):
         draws = bernoulli_(torch.full((n,), p, dtype=dtype), generator)
         assert set(draws.unique().tolist()) <= {0.0, 1.0}
+        blocks = draws[: n // 256 * 256].view(-1, 4, 64)  # the kernel's layout: part j // 64 of a block
         for position in range(4):
-            part = draws[position::4]
-            z = (part.mean().item() - p) / (p * (1 - p) / part.numel()) ** 0.5
-            assert abs(z) < 4.5, (p, position, z)
+            for part in (draws[position::4], blocks[:, position]):
+                z = (part.float().mean().item() - p) / (p * (1 - p) / part.numel()) ** 0.5
+                assert abs(z) < 4.5, (p, position, z)
         # and across the chunks filled by different generators
         chunk_units = 4 * bernoulli.CHUNK_WORDS
         first, second = draws[:chunk_units], draws[chunk_units : 2 * chunk_units]
@@ -178,3 +181,53 @@ def test_ties_are_redrawn_with_their_residual(monkeypatch):
     draws = bernoulli_(torch.full((n,), residual / ALL_BITS, dtype=torch.float64), torch.Generator().manual_seed(5))
     assert len(calls) == 2
     ties_drawn(draws, residual)
+
+
+def compiled_or_skip():
+    compiled = kernels.kernels()
+    if compiled is None:
+        pytest.skip("the compiled kernels are unavailable here")
+    return compiled
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_draw_is_the_exact_draw_at_its_sigmoid(dtype):
+    """``sigmoid_bernoulli_`` on the kernel: the same draws as ``bernoulli_`` of the kernel's
+    own sigmoid with the same generator state (so exact given that sigmoid, tested above)."""
+    compiled = compiled_or_skip()
+    logits = torch.randn(70_001, generator=torch.Generator().manual_seed(6), dtype=dtype) * 4
+    fused = compiled.sigmoid_bernoulli_(logits.clone(), torch.Generator().manual_seed(7))
+    two_pass = compiled.bernoulli_(compiled.sigmoid_(logits.clone()), torch.Generator().manual_seed(7))
+    assert torch.equal(fused, two_pass)
+    assert torch.equal(sigmoid_bernoulli_(logits.clone(), torch.Generator().manual_seed(7)), fused)
+
+
+def exact_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """sigmoid in 40 significant digits (``decimal``), rounded to float64."""
+    with localcontext() as context:
+        context.prec = 40
+        return torch.tensor([float(1 / (1 + Decimal(-v).exp())) for v in x.tolist()], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernel_sigmoid_is_as_accurate_as_torch(dtype):
+    """Within 2.5 ulp of the sigmoid rounded from 40 digits where the result is a normal float
+    (``torch.sigmoid``'s own error here: up to 2.5 ulp); 0 and 1 at the ends; NaN stays NaN."""
+    compiled = compiled_or_skip()
+    generator = torch.Generator().manual_seed(8)
+    x = torch.cat([torch.linspace(-87, 87, 4001, dtype=dtype), torch.randn(4000, generator=generator, dtype=dtype) * 10])
+    ours = compiled.sigmoid_(x.clone())
+    spacing = (torch.nextafter(ours, torch.tensor(2.0, dtype=dtype)) - ours).double()
+    ulps = (ours.double() - exact_sigmoid(x)).abs() / spacing
+    assert ulps.max() <= 2.5, ulps.max()
+    ends = compiled.sigmoid_(torch.tensor([-1e4, -800, 800, 1e4, float("inf"), -float("inf"), float("nan")], dtype=dtype))
+    assert ends[:6].tolist() == [0.0, 0.0, 1.0, 1.0, 1.0, 0.0] and ends[6].isnan()
+
+
+def test_sigmoid_bernoulli_checks_and_falls_back(monkeypatch):
+    with pytest.raises(TypeError, match="float32 or float64"):
+        sigmoid_bernoulli_(torch.zeros(3, dtype=torch.float16))
+    monkeypatch.setenv(kernels.ENV, "0")
+    logits = torch.tensor([-1e4, 1e4, 0.0]).repeat(1000)
+    draws = sigmoid_bernoulli_(logits, torch.Generator().manual_seed(0))
+    assert draws[0::3].eq(0).all() and draws[1::3].eq(1).all() and set(draws[2::3].tolist()) == {0.0, 1.0}

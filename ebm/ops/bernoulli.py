@@ -171,3 +171,19 @@ def _ties(flat: torch.Tensor, scratch: torch.Tensor, blocks: torch.Tensor) -> to
         index = index[blocks.view(-1)[index] != 0]
     index = index[scratch[index] == scratch[index]]
     return index if index.numel() else None
+
+
+def sigmoid_bernoulli_(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace the logits (any shape, float32 or float64) by exact Bernoulli draws, 1.0 with
+    probability ``sigmoid(logits)``, in place; returns ``logits``.
+
+    With the compiled kernel, the sigmoid and the draw take one pass (its float32 sigmoid is
+    Cephes' ``expf``, within 2.5 ulp like ``torch.sigmoid``'s, but not always bit-equal to
+    it: the same distribution, not the same draws as ``bernoulli_(logits.sigmoid_())``);
+    otherwise it is ``bernoulli_(logits.sigmoid_(), generator)``.
+    """
+    if logits.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"sigmoid_bernoulli_ draws from float32 or float64 logits, got {logits.dtype}")
+    if logits.device.type == "cpu" and logits.is_contiguous() and (compiled := kernels()) is not None:
+        return compiled.sigmoid_bernoulli_(logits, generator)
+    return bernoulli_(logits.sigmoid_(), generator)

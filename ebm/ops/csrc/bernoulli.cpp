@@ -6,9 +6,10 @@
 // from 16 fresh bits. x and y are exact in floating point, so P(on) = p exactly.
 //
 // Random bits: a counter-based generator, splitmix64 of (key + counter * golden gamma),
-// keyed by one 64-bit draw from the caller's torch.Generator per call. Unit i takes the
-// 16-bit part i % 4 (from the lowest) of word i / 4; the k-th tie level of unit i takes its own word. So the
-// draws depend on the key and the element index only: the same for any thread count.
+// keyed by one 64-bit draw from the caller's torch.Generator per call. In each block of 256
+// units, unit j takes the 16-bit part j / 64 (from the lowest) of the block's word j % 64;
+// the k-th tie level of unit i takes its own word. So the draws depend on the key and the
+// element index only: the same for any thread count.
 #include <torch/extension.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <optional>
 
@@ -23,7 +25,8 @@ namespace {
 
 constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
 constexpr uint64_t kTieKey = 0xD1B54A32D192ED03ULL;
-constexpr int64_t kBlock = 64;  // units per block: 16 words
+constexpr int64_t kBlock = 256;  // units per block
+constexpr int64_t kWords = kBlock / 4;  // random words per block
 constexpr int64_t kMaxLevels = 128;  // tie levels per unit (float64 needs at most ~70)
 
 inline uint64_t mix(uint64_t z) {
@@ -68,53 +71,81 @@ struct GivenWords {
   uint64_t operator()(uint64_t index) const { return index < n_words ? static_cast<uint64_t>(words[index]) : 0; }
 };
 
-// One block of `count` <= kBlock probabilities at `q` into `y`; whether any unit tied.
-// Branch-free, so that the compiler vectorises it (kCount: a compile-time count, or 0).
-template <typename T, int64_t kCount>
+// sigmoid(x) = 1 / (1 + e^-x). float32: e^-x by Cephes' expf (range reduction by ln 2 in
+// two parts, degree-6 polynomial, 2^n by the exponent bits; within 2 ulp of the true value,
+// tested against torch.sigmoid), branch-free so that it vectorises; NaN stays NaN.
+// float64: std::exp.
+inline float sigmoid(float x) {
+  float t = std::min(std::max(-x, -87.3f), 104.0f);  // beyond: sigmoid is 1 or 0 in float32
+  const float n = std::floor(t * 1.44269504088896341f + 0.5f);
+  t = t - n * 0.693359375f + n * 2.12194440e-4f;
+  float poly = 1.9875691500e-4f;
+  poly = poly * t + 1.3981999507e-3f;
+  poly = poly * t + 8.3334519073e-3f;
+  poly = poly * t + 4.1665795894e-2f;
+  poly = poly * t + 1.6666665459e-1f;
+  poly = poly * t + 5.0000001201e-1f;
+  const float e = poly * t * t + t + 1.0f;
+  // 2^n as two normal powers of two (n up to 151)
+  const int32_t half = static_cast<int32_t>(n) >> 1;
+  const int32_t bits_a = (half + 127) << 23, bits_b = (static_cast<int32_t>(n) - half + 127) << 23;
+  float scale_a, scale_b;
+  std::memcpy(&scale_a, &bits_a, sizeof scale_a);
+  std::memcpy(&scale_b, &bits_b, sizeof scale_b);
+  return 1.0f / (1.0f + e * scale_a * scale_b);
+}
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// One block of `count` <= kBlock probabilities (kLogits: logits, whose sigmoid is taken
+// first) at `q` into `y`; whether any unit tied. Branch-free, so that the compiler
+// vectorises it (kCount: a compile-time count, or 0).
+template <typename T, bool kLogits, int64_t kCount>
 inline bool first_level(const T* q, const uint32_t* bits, T* y, int64_t count) {
   const int64_t n = kCount > 0 ? kCount : count;
   uint32_t tie = 0;  // an integer OR, which vectorises (a bool does not)
   for (int64_t j = 0; j < n; ++j) {
-    const T v = level(q[j], bits[j]);
+    T x = q[j];
+    if constexpr (kLogits) x = sigmoid(x);
+    const T v = level(x, bits[j]);
     y[j] = v;
     tie |= static_cast<uint32_t>(v > T(0)) & static_cast<uint32_t>(v < T(1));  // NaN: no tie, stays NaN
   }
   return tie != 0;
 }
 
-// Units [begin, end) of `p` (begin a multiple of kBlock), probabilities in, draws out.
-template <typename T, typename Words>
+// Units [begin, end) of `p` (begin a multiple of kBlock), probabilities (kLogits: logits)
+// in, draws out.
+template <typename T, bool kLogits, typename Words>
 void draw_range(T* p, int64_t begin, int64_t end, Words first, uint64_t tie_key) {
   uint32_t bits[kBlock];
-  T y[kBlock];
   for (int64_t start = begin; start < end; start += kBlock) {
     const int64_t count = std::min(kBlock, end - start);
     const uint64_t first_word = static_cast<uint64_t>(start / 4);
-    for (int64_t j = 0; j < kBlock / 4; ++j) {
+    // unit j of the block takes part j / kWords of word j % kWords: contiguous stores
+    for (int64_t j = 0; j < kWords; ++j) {
       const uint64_t word = first(first_word + static_cast<uint64_t>(j));
-      bits[4 * j] = static_cast<uint32_t>(word & 0xFFFFu);
-      bits[4 * j + 1] = static_cast<uint32_t>((word >> 16) & 0xFFFFu);
-      bits[4 * j + 2] = static_cast<uint32_t>((word >> 32) & 0xFFFFu);
-      bits[4 * j + 3] = static_cast<uint32_t>(word >> 48);
+      bits[j] = static_cast<uint32_t>(word & 0xFFFFu);
+      bits[kWords + j] = static_cast<uint32_t>((word >> 16) & 0xFFFFu);
+      bits[2 * kWords + j] = static_cast<uint32_t>((word >> 32) & 0xFFFFu);
+      bits[3 * kWords + j] = static_cast<uint32_t>(word >> 48);
     }
     T* block = p + start;
-    const bool tie = count == kBlock ? first_level<T, kBlock>(block, bits, y, count)
-                                     : first_level<T, 0>(block, bits, y, count);
+    const bool tie = count == kBlock ? first_level<T, kLogits, kBlock>(block, bits, block, count)
+                                     : first_level<T, kLogits, 0>(block, bits, block, count);
     if (tie) {
       for (int64_t j = 0; j < count; ++j) {
-        if (y[j] > T(0) && y[j] < T(1)) y[j] = resolve_tie(y[j], tie_key, start + j);
+        if (block[j] > T(0) && block[j] < T(1)) block[j] = resolve_tie(block[j], tie_key, start + j);
       }
     }
-    std::copy(y, y + count, block);
   }
 }
 
-template <typename T, typename Words>
+template <typename T, bool kLogits, typename Words>
 void draw_all(T* p, int64_t n, Words first, uint64_t key) {
   const uint64_t tie_key = mix(key ^ kTieKey);
   const int64_t n_blocks = (n + kBlock - 1) / kBlock;
   at::parallel_for(0, n_blocks, 256, [&](int64_t b0, int64_t b1) {
-    draw_range<T>(p, b0 * kBlock, std::min(b1 * kBlock, n), first, tie_key);
+    draw_range<T, kLogits>(p, b0 * kBlock, std::min(b1 * kBlock, n), first, tie_key);
   });
 }
 
@@ -131,9 +162,29 @@ at::Tensor bernoulli_(at::Tensor p, std::optional<at::Generator> generator) {
   check(p, "p");
   const uint64_t key = draw_key(generator);
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "ebm_bernoulli_", [&] {
-    draw_all<scalar_t>(p.data_ptr<scalar_t>(), p.numel(), HashWords{key}, key);
+    draw_all<scalar_t, false>(p.data_ptr<scalar_t>(), p.numel(), HashWords{key}, key);
   });
   return p;
+}
+
+// logits -> exact Bernoulli(sigmoid(logits)) draws, in place, in the same pass.
+at::Tensor sigmoid_bernoulli_(at::Tensor logits, std::optional<at::Generator> generator) {
+  check(logits, "logits");
+  const uint64_t key = draw_key(generator);
+  AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "ebm_sigmoid_bernoulli_", [&] {
+    draw_all<scalar_t, true>(logits.data_ptr<scalar_t>(), logits.numel(), HashWords{key}, key);
+  });
+  return logits;
+}
+
+// Tests: the fused draw's sigmoid, in place.
+at::Tensor sigmoid_(at::Tensor x) {
+  check(x, "x");
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ebm_sigmoid_", [&] {
+    scalar_t* q = x.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < x.numel(); ++i) q[i] = sigmoid(q[i]);
+  });
+  return x;
 }
 
 // Tests: the draw with the first level's words given (int64, ceil(n / 4) of them); ties
@@ -144,7 +195,7 @@ at::Tensor bernoulli_words_(at::Tensor p, at::Tensor words, std::optional<at::Ge
               "words must be contiguous int64, ceil(n / 4) of them");
   const uint64_t key = draw_key(generator);
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "ebm_bernoulli_words_", [&] {
-    draw_all<scalar_t>(p.data_ptr<scalar_t>(), p.numel(), GivenWords{words.data_ptr<int64_t>(), static_cast<uint64_t>(words.numel())}, key);
+    draw_all<scalar_t, false>(p.data_ptr<scalar_t>(), p.numel(), GivenWords{words.data_ptr<int64_t>(), static_cast<uint64_t>(words.numel())}, key);
   });
   return p;
 }
@@ -164,6 +215,9 @@ at::Tensor decide_(at::Tensor p, at::Tensor bits) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bernoulli_", &bernoulli_, "exact Bernoulli draws in place", pybind11::arg("p"), pybind11::arg("generator") = pybind11::none());
+  m.def("sigmoid_bernoulli_", &sigmoid_bernoulli_, "exact Bernoulli(sigmoid(logits)) draws in place",
+        pybind11::arg("logits"), pybind11::arg("generator") = pybind11::none());
+  m.def("sigmoid_", &sigmoid_, "tests: the fused draw's sigmoid in place");
   m.def("bernoulli_words_", &bernoulli_words_, "tests: the draw with the first level's words given");
   m.def("decide_", &decide_, "tests: one level of the draw in place");
 }

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-SOURCES = ("bernoulli.cpp",)
+SOURCES = ("bernoulli.cpp", "rbm.cpp")
 #: set to "0" to use the eager torch paths only
 ENV = "EBM_KERNELS"
 

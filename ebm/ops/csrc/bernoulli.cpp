@@ -10,9 +10,10 @@
 // units, unit j takes the 16-bit part j / 64 (from the lowest) of the block's word j % 64;
 // the k-th tie level of unit i takes its own word. So the draws depend on the key and the
 // element index only: the same for any thread count.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/utils/pybind.h>  // pybind11 with torch's Tensor and Generator casters
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +21,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 namespace {
 
@@ -213,7 +215,15 @@ at::Tensor decide_(at::Tensor p, at::Tensor bits) {
   return p;
 }
 
+// rbm.cpp
+std::vector<at::Tensor> rbm_gradient(const at::Tensor& W, const at::Tensor& a, const at::Tensor& b,
+                                     const at::Tensor& v_data, const at::Tensor& v_model,
+                                     const std::optional<at::Tensor>& mu, const std::optional<at::Tensor>& lam);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("rbm_gradient", &rbm_gradient, "the RBM's surrogate and its gradient by products", pybind11::arg("W"),
+        pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("v_data"), pybind11::arg("v_model"),
+        pybind11::arg("mu") = pybind11::none(), pybind11::arg("lam") = pybind11::none());
   m.def("bernoulli_", &bernoulli_, "exact Bernoulli draws in place", pybind11::arg("p"), pybind11::arg("generator") = pybind11::none());
   m.def("sigmoid_bernoulli_", &sigmoid_bernoulli_, "exact Bernoulli(sigmoid(logits)) draws in place",
         pybind11::arg("logits"), pybind11::arg("generator") = pybind11::none());

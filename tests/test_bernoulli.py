@@ -155,6 +155,7 @@ def test_kernel_failure_falls_back_with_one_warning(monkeypatch):
     def fail():
         raise RuntimeError("Ninja is required to load C++ extensions")
 
+    monkeypatch.delenv(kernels.ENV, raising=False)
     monkeypatch.setattr(kernels, "_state", {})
     monkeypatch.setattr(kernels, "_build", fail)
     with pytest.warns(RuntimeWarning, match="kernels are unavailable"):

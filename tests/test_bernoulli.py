@@ -109,18 +109,19 @@ def test_draws_match_p_in_every_bit_position(dtype, path):
             assert abs(z) < 4.5, (p, z)
 
 
-def test_seeded_draws_do_not_depend_on_threads(path):
+@pytest.mark.parametrize("draw", [bernoulli_, sigmoid_bernoulli_])
+def test_seeded_draws_do_not_depend_on_threads(path, draw):
     p = torch.rand(3 * 4 * bernoulli.CHUNK_WORDS + 5, generator=torch.Generator().manual_seed(2))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = bernoulli_(p.clone(), torch.Generator().manual_seed(3))
+        one = draw(p.clone(), torch.Generator().manual_seed(3))
         torch.set_num_threads(3)
-        three = bernoulli_(p.clone(), torch.Generator().manual_seed(3))
+        three = draw(p.clone(), torch.Generator().manual_seed(3))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, three)
-    assert not torch.equal(one, bernoulli_(p.clone(), torch.Generator().manual_seed(4)))
+    assert not torch.equal(one, draw(p.clone(), torch.Generator().manual_seed(4)))
 
 
 def test_non_contiguous_and_bad_dtype(path):

@@ -105,6 +105,26 @@ def headline(results: dict) -> list[tuple[str, float, float]]:
     return rows
 
 
+def warm_kernels() -> dict:
+    """Build or load the compiled kernels (``ebm.ops.kernels``) before any timing, so that no
+    benchmark pays a first build; returns how long that took and whether they are in use."""
+    from ebm.ops import kernels
+
+    start = time.perf_counter()
+    ready = kernels.kernels() is not None
+    return {"ready": ready, "enabled": kernels.enabled(), "seconds": time.perf_counter() - start}
+
+
+def kernels_line(k: dict) -> str:
+    if k["ready"]:
+        return (
+            f"Compiled kernels (`ebm.ops.kernels`): ready in {k['seconds']:.2f} s before the timings (a first build "
+            "compiles them, ~25-45 s on this machine; later runs load torch's extensions cache)."
+        )
+    why = "disabled (EBM_KERNELS=0)" if not k["enabled"] else "unavailable (no compiler/ninja or a failed build)"
+    return f"Compiled kernels (`ebm.ops.kernels`): {why}; the eager torch paths were timed."
+
+
 def markdown(results: dict) -> str:
     load = results["load_average"]
     lines = [
@@ -113,6 +133,8 @@ def markdown(results: dict) -> str:
         "",
         f"{results['hardware']}; load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the start "
         f"(1/5/15 min); {results['seconds']:.0f} s in all. Every ratio is against an anchor timed in the same run.",
+        "",
+        kernels_line(results["kernels"]),
         "",
         "| target | measured | target | met |",
         "|---|---:|---:|:---:|",
@@ -150,7 +172,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown benchmark(s) {unknown}; choose from {sorted(BENCHMARKS)}")
     start = time.perf_counter()
-    results = {"load_average": os.getloadavg(), "hardware": gibbs.hardware()}
+    results = {"load_average": os.getloadavg(), "hardware": gibbs.hardware(), "kernels": warm_kernels()}
+    print(kernels_line(results["kernels"]), flush=True)
     for name in names:
         t = time.perf_counter()
         results[name] = BENCHMARKS[name]()

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import ebm
+from ebm.ops import kernels
 from ebm.training import rbm_step
 from ebm.training.objective import surrogate
 from ebm.training.rbm_step import rbm_gradient, supports_fast_gradient
@@ -26,8 +27,14 @@ def model_and_phases(kind):
     return model, data, negatives
 
 
+@pytest.mark.parametrize("path", ["kernel", "eager"])
 @pytest.mark.parametrize("kind", ["rbm", "centered"])
-def test_gradient_equals_autograd_of_the_surrogate(kind):
+def test_gradient_equals_autograd_of_the_surrogate(kind, path, monkeypatch):
+    """On the compiled kernels (C++, skipped where they cannot be built) and on the eager path."""
+    if path == "eager":
+        monkeypatch.setenv(kernels.ENV, "0")
+    elif kernels.kernels() is None:
+        pytest.skip("the compiled kernels are unavailable here")
     model, data, negatives = model_and_phases(kind)
     loss = surrogate(model, data, negatives, free_energy_negatives=True)
     loss.backward()

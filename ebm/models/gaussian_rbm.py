@@ -11,7 +11,7 @@ from torch.distributions import Bernoulli, Normal
 from torch.nn.functional import softplus
 
 from ebm.model import EnergyModel
-from ebm.ops.bernoulli import bernoulli_
+from ebm.ops.bernoulli import sigmoid_bernoulli_
 from ebm.variables import Binary, Real
 
 #: data further than this many of the model's visible spreads (sd, or mean offset) warn
@@ -107,14 +107,15 @@ class GaussianRBM(EnergyModel):
     def draw_conditional(
         self, name: str, state: Mapping[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> torch.Tensor | None:
-        """Gibbs's fused draw of block ``name`` (no distribution object, in place): the same
-        draws as ``conditional`` followed by ``ebm.samplers.gibbs.draw`` with the same
-        generator, ``(batch, n)``, owned by the caller. ``None`` (use ``conditional``) when a
-        subclass redefines ``conditional``."""
+        """Gibbs's fused draw of block ``name`` (no distribution object, in place,
+        ``ebm.ops.bernoulli.sigmoid_bernoulli_`` for ``h``): the same distribution as
+        ``conditional`` followed by ``ebm.samplers.gibbs.draw``, the same draws for the same
+        generator on the eager fallback (``EBM_KERNELS=0``); ``(batch, n)``, owned by the
+        caller. ``None`` (use ``conditional``) when a subclass redefines ``conditional``."""
         if type(self).conditional is not GaussianRBM.conditional:
             return None
         if name == "h":
-            return bernoulli_(self.hidden_logits(state["v"]).sigmoid_(), generator)
+            return sigmoid_bernoulli_(self.hidden_logits(state["v"]), generator)
         if name == "v":
             mean = self.visible_mean(state["h"])
             noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)

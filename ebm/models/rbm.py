@@ -10,7 +10,7 @@ from torch.distributions import Bernoulli
 from torch.nn.functional import softplus
 
 from ebm.model import EnergyModel
-from ebm.ops.bernoulli import bernoulli_
+from ebm.ops.bernoulli import sigmoid_bernoulli_
 from ebm.variables import Binary
 
 
@@ -68,9 +68,11 @@ class RBM(EnergyModel):
         self, name: str, state: Mapping[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> torch.Tensor | None:
         """Gibbs's fused draw of block ``name`` given the other: one product into a new tensor,
-        sigmoid and the exact Bernoulli draw in place (``ebm.ops.bernoulli``), no
-        distribution object. The same draws as ``conditional`` followed by
-        ``ebm.samplers.gibbs.draw`` with the same generator. ``(batch, n)``, owned by the caller.
+        then sigmoid and exact Bernoulli draw in place in one pass
+        (``ebm.ops.bernoulli.sigmoid_bernoulli_``), no distribution object. The same
+        distribution as ``conditional`` followed by ``ebm.samplers.gibbs.draw``; the same draws
+        for the same generator on the eager fallback (``EBM_KERNELS=0``). ``(batch, n)``,
+        owned by the caller.
 
         Returns ``None`` (use ``conditional``) when a subclass redefines ``conditional``.
         """
@@ -82,7 +84,7 @@ class RBM(EnergyModel):
             logits = self.visible_logits(state["h"])
         else:
             raise KeyError(f"RBM has no block '{name}'")
-        return bernoulli_(logits.sigmoid_(), generator)
+        return sigmoid_bernoulli_(logits, generator)
 
     def free_energy(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``F(v) = -aᵀv - Σⱼ softplus(vW + b)ⱼ`` for ``{"v"}``, or ``F(h)`` for ``{"h"}``; ``(batch,)``."""

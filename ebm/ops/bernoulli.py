@@ -21,6 +21,12 @@ uniform. Here the bits come as whole 64-bit words (four draws each), and above o
 generator, one per chunk, on a thread pool (torch releases the GIL inside the fill). The
 chunking and seeds do not depend on the number of threads, so a seeded run gives the same
 draws on any machine and thread count (given the same torch).
+
+Compiled kernel: on the CPU, when ``ebm.ops.kernels`` can build and load its C++ kernels
+(``EBM_KERNELS=0`` disables them), the same algorithm runs in one fused pass on all torch
+threads, with counter-based random bits (splitmix64 of a key and the unit's index, the key
+one 64-bit draw from the caller's generator): exact in the same way, reproducible for any
+thread count, but a different random stream from this eager path.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+
+from ebm.ops.kernels import kernels
 
 #: random bits per unit and level
 BITS = 16
@@ -130,6 +138,8 @@ def bernoulli_(p: torch.Tensor, generator: torch.Generator | None = None) -> tor
     if not p.is_contiguous():
         p.copy_(bernoulli_(p.contiguous(), generator))
         return p
+    if p.device.type == "cpu" and (compiled := kernels()) is not None:
+        return compiled.bernoulli_(p, generator)
     flat = p.view(-1)
     n = flat.numel()
     if n == 0:
@@ -161,3 +171,19 @@ def _ties(flat: torch.Tensor, scratch: torch.Tensor, blocks: torch.Tensor) -> to
         index = index[blocks.view(-1)[index] != 0]
     index = index[scratch[index] == scratch[index]]
     return index if index.numel() else None
+
+
+def sigmoid_bernoulli_(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace the logits (any shape, float32 or float64) by exact Bernoulli draws, 1.0 with
+    probability ``sigmoid(logits)``, in place; returns ``logits``.
+
+    With the compiled kernel, the sigmoid and the draw take one pass (its float32 sigmoid is
+    Cephes' ``expf``, within 2.5 ulp like ``torch.sigmoid``'s, but not always bit-equal to
+    it: the same distribution, not the same draws as ``bernoulli_(logits.sigmoid_())``);
+    otherwise it is ``bernoulli_(logits.sigmoid_(), generator)``.
+    """
+    if logits.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"sigmoid_bernoulli_ draws from float32 or float64 logits, got {logits.dtype}")
+    if logits.device.type == "cpu" and logits.is_contiguous() and (compiled := kernels()) is not None:
+        return compiled.sigmoid_bernoulli_(logits, generator)
+    return bernoulli_(logits.sigmoid_(), generator)

@@ -11,6 +11,8 @@ so, stacking the data rows (weight ``+1/n_data``) over the model rows (``−1/n_
 ``X`` with weights ``c``, the whole gradient is one product ``X W``, a sigmoid and the
 products ``Xᵀ D``, ``cᵀX`` with ``D = c ⊙ (λ − p)``: a handful of ops instead of the ~60
 of autograd through two free energies. ``tests/test_rbm_step.py`` checks it against autograd.
+On the CPU the same ops run in C++ when the compiled kernels are available
+(``ebm.ops.kernels``), which saves Python's dispatch per op on small models.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch.nn.functional import softplus
 from ebm.model import EnergyModel
 from ebm.models.centered import CenteredRBM
 from ebm.models.rbm import RBM
+from ebm.ops.kernels import kernels
 
 
 def supports_fast_gradient(model: EnergyModel, observed: Mapping[str, torch.Tensor]) -> bool:
@@ -46,12 +49,19 @@ def rbm_gradient(model: RBM, data: Mapping[str, torch.Tensor], negatives: Mappin
         negatives: ``{"v": (n_model, n_visible), ...}``; only ``v`` is used.
     """
     v_data, v_model = data["v"], negatives["v"]
+    centered = isinstance(model, CenteredRBM)
+    if v_data.device.type == "cpu" and (compiled := kernels()) is not None:
+        # the same ops in C++: a small model's update does not pay Python's dispatch per op
+        offsets = (model.mu, model.lam) if centered else (None, None)
+        loss, model.W.grad, model.a.grad, model.b.grad = compiled.rbm_gradient(
+            model.W, model.a, model.b, v_data, v_model, *offsets
+        )
+        return loss
     n_data, n_model = v_data.shape[0], v_model.shape[0]
     x = torch.cat([v_data, v_model])
     weight = torch.empty(n_data + n_model, dtype=x.dtype, device=x.device)
     weight[:n_data] = 1.0 / n_data
     weight[n_data:] = -1.0 / n_model
-    centered = isinstance(model, CenteredRBM)
     if centered:
         x = x - model.mu
     u = torch.addmm(model.b, x, model.W)

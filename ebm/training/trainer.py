@@ -938,7 +938,7 @@ def fit(
     method: str | NegativePhase = "pcd",
     k: int = 1,
     epochs: int = 20,
-    batch_size: int = 20,
+    batch_size: int = 10,
     n_chains: int = 100,
     optimizer=None,
     lr: float = 0.01,
@@ -951,13 +951,13 @@ def fit(
     """Train ``model`` on ``data`` by the awake-minus-asleep gradient of eq. 4.
 
     ``ebm.fit(rbm, {"v": X}, epochs=..., batch_size=...)`` trains an RBM well without
-    tuning: PCD-1 with 100 chains, batches of 20, Adam at ``lr=0.01`` decayed linearly,
-    visible biases initialised from the data. (Batches of 20 rather than 100: on the 8x8
-    digits with 16 hidden units, 20 epochs end at -18.8 nats instead of -21.1, past
-    scikit-learn's -20.10; an update costs about the same at either size. See
-    ``benchmarks/RESULTS.md``.) See ``Trainer`` for every option (``schedule``,
-    ``weight_decay``, ``energy_l2``, ``metrics``, ``callbacks``, ``progress``,
-    ``checkpoint``, ``checkpoint_every``, ...).
+    tuning: PCD-1 with 100 chains, batches of 10 (as scikit-learn's ``BernoulliRBM``), Adam
+    at ``lr=0.01`` decayed linearly, visible biases initialised from the data. (On the 8x8
+    digits with 16 hidden units, 20 epochs end at -18.1 to -18.2 nats, against -18.7 with
+    batches of 20, -21.1 with 100, and scikit-learn's -20.10; with the compiled kernels an
+    update costs about the same at these sizes. See ``benchmarks/RESULTS.md``.) See
+    ``Trainer`` for every option (``schedule``, ``weight_decay``, ``energy_l2``,
+    ``metrics``, ``callbacks``, ``progress``, ``checkpoint``, ``checkpoint_every``, ...).
 
     Args:
         model: the ``EnergyModel`` to train (in place).

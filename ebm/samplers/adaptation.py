@@ -300,6 +300,8 @@ class Adapter:
         self.mass_estimator = mass_estimator
         self.dense = None if dense is None else bool(dense)
         self.statistic = statistic
+        # the harmonic mean counts a chain's acceptance as at least this (HMC's step_range)
+        self.accept_floor = 0.0
         self.rescue = bool(rescue) and not per_chain
         self.init_buffer = init_buffer
         self.first_window = first_window
@@ -433,7 +435,7 @@ class Adapter:
         # over the chains not found stuck: a few stuck ones do not steer the step
         w = state.healthy.to(accept_prob.dtype)
         if self.statistic == "harmonic":
-            return harmonic_mean(accept_prob, w)
+            return harmonic_mean(accept_prob.clamp(min=self.accept_floor), w)
         return (w * accept_prob).sum() / w.sum()
 
     def _collect(self, state: AdaptationState, position: torch.Tensor, grad: torch.Tensor) -> None:

@@ -3,6 +3,7 @@ fixed number of leapfrog steps or a trajectory length tuned across chains (ChEES
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 
@@ -78,6 +79,9 @@ class HMCState(GradientState):
 
 #: leapfrog steps of the initial trajectory length ``T = INITIAL_LEAPFROG · ε`` (adaptive mode)
 INITIAL_LEAPFROG = 10
+#: with ``step_range > 1``, the step-size statistic floors each chain's acceptance here
+#: (``Adapter.accept_floor``)
+RANGE_ACCEPT_FLOOR = 0.1
 _CHEES_KEY = "_chees_gradient"
 
 
@@ -111,6 +115,13 @@ class HMC(GradientSampler):
             step (Neal 2011, section 5.4.2.2). A fixed ``ε n_leapfrog`` can be close to a
             period of the target's dynamics, which makes draws nearly repeat and acceptance
             a ragged function of ``ε``; randomising it removes both. 0 turns it off.
+        step_range: ``k > 1`` draws each chain's step at every transition log-uniformly from
+            ``[ε / k, ε]`` instead (independent of the state, so every draw is an exact HMC
+            kernel), and the shared step-size statistic floors each chain's acceptance at
+            ``RANGE_ACCEPT_FLOOR``: chains where the posterior is much narrower than elsewhere
+            (a funnel's neck) accept the small steps they draw, and stop pulling ``ε`` down
+            for all. Off (1) by default; see docs/many-chains.md for what it buys on the
+            centred eight schools.
         max_leapfrog: cap on the leapfrog steps of one transition (adaptive mode).
         adapt_step_size, adapt_mass, per_chain, mass_estimator: warm-up tuning; see
             ``ebm.samplers.adaptation``.
@@ -133,6 +144,7 @@ class HMC(GradientSampler):
         n_leapfrog: int | None = None,
         *,
         jitter: float = 0.2,
+        step_range: float = 1.0,
         max_leapfrog: int = 256,
         adapt_step_size: bool = True,
         adapt_mass: bool = True,
@@ -163,6 +175,13 @@ class HMC(GradientSampler):
         )
         if not 0.0 <= jitter < 1.0:
             raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
+        if isinstance(step_range, bool) or not isinstance(step_range, (int, float)) or not 1.0 <= step_range < math.inf:
+            raise ValueError(f"step_range must be a finite number >= 1 (1: no log-uniform jitter), got {step_range!r}")
+        self.step_range = float(step_range)
+        if self.step_range > 1.0:
+            # a chain deep in a funnel's neck draws the small steps it needs now and then: it
+            # must not pull the whole range down to its own scale
+            self.adapter.accept_floor = RANGE_ACCEPT_FLOOR
         self.n_leapfrog = n_leapfrog
         self.max_leapfrog = max_leapfrog
         self.jitter = float(jitter)
@@ -182,7 +201,11 @@ class HMC(GradientSampler):
         x, energy, grad = s.position, s.energy, s.grad
         noise = self.normal(x, generator)
         step_size = s.step_size
-        if self.jitter:
+        if self.step_range > 1.0:
+            # log-uniform over [ε / step_range, ε], drawn per chain, independent of the state
+            u = torch.rand((x.shape[0], 1), generator=generator, dtype=x.dtype, device=x.device)
+            step_size = step_size * torch.exp(-math.log(self.step_range) * u)
+        elif self.jitter:
             u = torch.rand((x.shape[0], 1), generator=generator, dtype=x.dtype, device=x.device)
             step_size = step_size * (1 + self.jitter * (2 * u - 1))
         n_leapfrog = self._count(s)
@@ -228,8 +251,9 @@ class HMC(GradientSampler):
                 scale = s.inv_mass.sqrt()
                 start, end, velocity = x / scale, new_x / scale, new_p * scale
             usable = ~divergent & s.adaptation.healthy
-            # the integration time actually run (d time / d log T for the continuous count uT/ε)
-            jittered = n_leapfrog * s.step_size.reshape(())
+            # the integration time actually run (d time / d log T for the continuous count uT/ε):
+            # each chain's own with a log-uniform step, else the nominal one
+            jittered = n_leapfrog * (step_size.reshape(-1) if self.step_range > 1.0 else s.step_size.reshape(()))
             info[_CHEES_KEY] = chees_gradient(start, end, velocity, accept_prob, usable, jittered)
         return select(accepted, new_x, x), select(accepted, new_energy, energy), select(accepted, new_grad, grad), info
 

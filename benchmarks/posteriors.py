@@ -270,7 +270,7 @@ def run_blackjax(name: str, posterior: Posterior, method: str, args) -> dict[str
 SAMPLERS = {
     "HMC()": lambda: ebm.HMC(),
     "HMC(dense_mass=False)": lambda: ebm.HMC(dense_mass=False),
-    "HMC(step_range=100)": lambda: ebm.HMC(step_range=100.0),
+    "HMC(step_range=1000, refreshes=8)": lambda: ebm.HMC(step_range=1000.0, refreshes=8),
     "HMC(0.1, 10)": lambda: ebm.HMC(0.1, 10),
     "Langevin()": lambda: ebm.Langevin(),
 }
@@ -295,7 +295,7 @@ def main() -> None:
         args.chains, args.burn_in, args.steps, args.nuts_warmup, args.nuts_draws = 64, 300, 300, 100, 100
     print(f"# {hardware()}; load average {os.getloadavg()[0]:.2f}")
     print(f"# ebm: {args.chains} chains, burn_in={args.burn_in}, n_steps={args.steps}, seed={args.seed}")
-    header = f"{'posterior':<26}{'sampler':<22}{'R-hat':>7}{'minESS':>8}{'z_mean':>8}{'z_sd':>7}"
+    header = f"{'posterior':<26}{'sampler':<34}{'R-hat':>7}{'minESS':>8}{'z_mean':>8}{'z_sd':>7}"
     print(header + f"{'div':>7}{'rescued':>8}{'L':>6}{'sec':>8}{'ESS/s':>9}{'vs NUTS':>8}")
     for name in args.posteriors:
         posterior = POSTERIORS[name]()
@@ -304,7 +304,7 @@ def main() -> None:
             r = run_nuts(posterior, args)
             nuts_rate = r["ess"] / r["seconds"]
             print(
-                f"{name:<26}{'Pyro NUTS, 1 chain':<22}{r['rhat']:>7.3f}{r['ess']:>8.0f}{r['z_mean']:>8.1f}{r['z_sd']:>7.1f}"
+                f"{name:<26}{'Pyro NUTS, 1 chain':<34}{r['rhat']:>7.3f}{r['ess']:>8.0f}{r['z_mean']:>8.1f}{r['z_sd']:>7.1f}"
                 f"{r['divergent']:>7}{'':>8}{'':>6}{r['seconds']:>8.1f}{nuts_rate:>9.1f}{1:>8.2f}"
             )
         runs = [(label, None) for label in args.samplers]
@@ -317,7 +317,7 @@ def main() -> None:
                 r = run_blackjax(name, posterior, method, args)
             rate = r["ess"] / r["seconds"]
             print(
-                f"{name:<26}{label:<22}{r['rhat']:>7.3f}{r['ess']:>8.0f}{r['z_mean']:>8.1f}{r['z_sd']:>7.1f}"
+                f"{name:<26}{label:<34}{r['rhat']:>7.3f}{r['ess']:>8.0f}{r['z_mean']:>8.1f}{r['z_sd']:>7.1f}"
                 f"{r['divergent']:>7}{r['rescued']:>8}{r['leapfrog']:>6.1f}{r['seconds']:>8.1f}{rate:>9.1f}"
                 f"{rate / nuts_rate:>8.2f}",
                 flush=True,

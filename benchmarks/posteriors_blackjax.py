@@ -95,6 +95,19 @@ def posterior(name: str, precision: str | None):
     raise ValueError(f"unknown posterior {name!r}")
 
 
+def draw(kernel, states, args, key):
+    """``args.steps`` transitions of ``kernel`` on every chain: draws ``(n_steps, n_chains, D)``,
+    divergence flags and leapfrog counts ``(n_steps, n_chains)``."""
+
+    def one_step(states, key):
+        keys = jax.random.split(key, args.chains)
+        states, info = jax.vmap(kernel.step)(keys, states)
+        return states, (states.position, info.is_divergent, info.num_integration_steps)
+
+    _, out = jax.lax.scan(one_step, states, jax.random.split(key, args.steps))
+    return out
+
+
 def run_chees(log_density, dim, args, key):
     import blackjax
     import optax
@@ -106,14 +119,7 @@ def run_chees(log_density, dim, args, key):
         warm_key, positions, 0.1, optax.adam(0.025), args.burn_in, max_sampling_steps=args.steps
     )
     kernel = blackjax.dynamic_hmc(log_density, **parameters)
-
-    def one_step(states, key):
-        keys = jax.random.split(key, args.chains)
-        states, info = jax.vmap(kernel.step)(keys, states)
-        return states, (states.position, info.is_divergent, info.num_integration_steps)
-
-    _, (draws, divergent, n_leapfrog) = jax.lax.scan(one_step, states, jax.random.split(sample_key, args.steps))
-    return draws, divergent, n_leapfrog, float(parameters["step_size"])
+    return (*draw(kernel, states, args, sample_key), float(parameters["step_size"]))
 
 
 def run_meads(log_density, dim, args, key):
@@ -124,14 +130,7 @@ def run_meads(log_density, dim, args, key):
     warmup = blackjax.meads_adaptation(log_density, args.chains)
     (states, parameters), _ = warmup.run(warm_key, positions, args.burn_in)
     kernel = blackjax.ghmc(log_density, **parameters)
-
-    def one_step(states, key):
-        keys = jax.random.split(key, args.chains)
-        states, info = jax.vmap(kernel.step)(keys, states)
-        return states, (states.position, info.is_divergent, info.num_integration_steps)
-
-    _, (draws, divergent, n_leapfrog) = jax.lax.scan(one_step, states, jax.random.split(sample_key, args.steps))
-    return draws, divergent, n_leapfrog, float(parameters["step_size"])
+    return (*draw(kernel, states, args, sample_key), float(parameters["step_size"]))
 
 
 def main() -> None:

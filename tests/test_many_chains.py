@@ -266,13 +266,13 @@ def test_floored_harmonic_mean_is_not_captured_by_one_chain():
 
 
 def test_momentum_refreshes_keep_the_target():
-    """Four HMC transitions of 2 leapfrog steps per step, each with its own momentum: exact.
+    """Four HMC transitions of 3 leapfrog steps per step, each with its own momentum: exact.
     Reusing one momentum draw for the four (the position then depends on the momentum it
-    starts from) fails with z ~ 66; 20 seeds of this check: max z 3.0 (threshold 3.8)."""
-    sampler = ebm.HMC(0.4, 8, refreshes=4, adapt_step_size=False, adapt_mass=False)
+    starts from) fails with z ~ 64; 20 seeds of this check: max z 3.1 (threshold 3.8)."""
+    sampler = ebm.HMC(0.5, 12, refreshes=4, adapt_step_size=False, adapt_mass=False)
     init = {"x": torch.randn(64, 3, generator=torch.Generator().manual_seed(0)) * RANGE_MODEL.variance.sqrt()}
     chains = ebm.sample(RANGE_MODEL, sampler, n_chains=64, n_steps=300, seed=0, init=init)
     check_gaussian(chains, RANGE_MODEL)
-    assert (chains.stats["n_leapfrog"] == 8).all()
+    assert (chains.stats["n_leapfrog"] == 12).all()
     with pytest.raises(ValueError, match="refreshes must be a positive integer"):
         ebm.HMC(refreshes=0)

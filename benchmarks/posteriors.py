@@ -21,16 +21,27 @@ counted in its time as in ours. Printed per run: max R-hat, min bulk/tail ESS, t
 ``|estimate − exact| / MCSE`` of the means and of the sds, divergences, restarted chains,
 seconds, min-ESS/s and its ratio to NUTS's, measured in the same run.
 
+BlackJAX (optional): ``--blackjax-python PATH``, an interpreter of a separate environment with
+``blackjax`` and ``jax`` (``python3 -m venv /tmp/bjx && /tmp/bjx/bin/pip install blackjax jax``),
+runs ``benchmarks/posteriors_blackjax.py`` in a subprocess for each posterior (ChEES-HMC, and
+MEADS with ``--blackjax-methods chees meads``) with the same chains, warm-up and draws; its
+draws come back as ``.npy`` and are checked here with the same diagnostics.
+
 Run: ``PYTHONPATH=. python benchmarks/posteriors.py`` (``--quick`` for a smoke test).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import pyro
 import torch
 from pyro.infer import MCMC, NUTS
@@ -238,9 +249,28 @@ def run_nuts(posterior: Posterior, args) -> dict[str, float]:
     return out
 
 
+def run_blackjax(name: str, posterior: Posterior, method: str, args) -> dict[str, float]:
+    """BlackJAX's ChEES or MEADS on ``posterior`` in ``args.blackjax_python``'s environment
+    (``benchmarks/posteriors_blackjax.py``), checked here like ``run_ebm``'s draws."""
+    with tempfile.TemporaryDirectory(prefix="posteriors-blackjax-") as folder:
+        command = [args.blackjax_python, str(Path(__file__).with_name("posteriors_blackjax.py")), "--posterior", name]
+        command += ["--method", method, "--chains", str(args.chains), "--burn-in", str(args.burn_in)]
+        command += ["--steps", str(args.steps), "--seed", str(args.seed), "--out", folder]
+        if isinstance(posterior, RotatedGaussian):
+            np.save(Path(folder) / "precision.npy", posterior.precision.numpy())
+            command += ["--precision", str(Path(folder) / "precision.npy")]
+        subprocess.run(command, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        draws = torch.from_numpy(np.load(Path(folder) / "draws.npy"))
+        info = json.loads((Path(folder) / "info.json").read_text())
+    out = check(posterior, draws)
+    out.update(seconds=info["seconds"], divergent=info["divergent"], rescued=0, leapfrog=info["leapfrog"])
+    return out
+
+
 SAMPLERS = {
     "HMC()": lambda: ebm.HMC(),
     "HMC(dense_mass=False)": lambda: ebm.HMC(dense_mass=False),
+    "HMC(step_range=1000, refreshes=8)": lambda: ebm.HMC(step_range=1000.0, refreshes=8),
     "HMC(0.1, 10)": lambda: ebm.HMC(0.1, 10),
     "Langevin()": lambda: ebm.Langevin(),
 }
@@ -257,13 +287,15 @@ def main() -> None:
     parser.add_argument("--nuts-draws", type=int, default=300)
     parser.add_argument("--no-nuts", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--blackjax-python", help="an interpreter with blackjax and jax installed (optional)")
+    parser.add_argument("--blackjax-methods", nargs="*", default=["chees"], choices=["chees", "meads"])
     parser.add_argument("--quick", action="store_true", help="64 chains, 300 + 300 steps, NUTS 100 + 100")
     args = parser.parse_args()
     if args.quick:
         args.chains, args.burn_in, args.steps, args.nuts_warmup, args.nuts_draws = 64, 300, 300, 100, 100
     print(f"# {hardware()}; load average {os.getloadavg()[0]:.2f}")
     print(f"# ebm: {args.chains} chains, burn_in={args.burn_in}, n_steps={args.steps}, seed={args.seed}")
-    header = f"{'posterior':<26}{'sampler':<22}{'R-hat':>7}{'minESS':>8}{'z_mean':>8}{'z_sd':>7}"
+    header = f"{'posterior':<26}{'sampler':<34}{'R-hat':>7}{'minESS':>8}{'z_mean':>8}{'z_sd':>7}"
     print(header + f"{'div':>7}{'rescued':>8}{'L':>6}{'sec':>8}{'ESS/s':>9}{'vs NUTS':>8}")
     for name in args.posteriors:
         posterior = POSTERIORS[name]()
@@ -272,14 +304,20 @@ def main() -> None:
             r = run_nuts(posterior, args)
             nuts_rate = r["ess"] / r["seconds"]
             print(
-                f"{name:<26}{'Pyro NUTS, 1 chain':<22}{r['rhat']:>7.3f}{r['ess']:>8.0f}{r['z_mean']:>8.1f}{r['z_sd']:>7.1f}"
+                f"{name:<26}{'Pyro NUTS, 1 chain':<34}{r['rhat']:>7.3f}{r['ess']:>8.0f}{r['z_mean']:>8.1f}{r['z_sd']:>7.1f}"
                 f"{r['divergent']:>7}{'':>8}{'':>6}{r['seconds']:>8.1f}{nuts_rate:>9.1f}{1:>8.2f}"
             )
-        for label in args.samplers:
-            r = run_ebm(posterior, SAMPLERS[label](), args)
+        runs = [(label, None) for label in args.samplers]
+        if args.blackjax_python:
+            runs += [(f"BlackJAX {m}", m) for m in args.blackjax_methods]
+        for label, method in runs:
+            if method is None:
+                r = run_ebm(posterior, SAMPLERS[label](), args)
+            else:
+                r = run_blackjax(name, posterior, method, args)
             rate = r["ess"] / r["seconds"]
             print(
-                f"{name:<26}{label:<22}{r['rhat']:>7.3f}{r['ess']:>8.0f}{r['z_mean']:>8.1f}{r['z_sd']:>7.1f}"
+                f"{name:<26}{label:<34}{r['rhat']:>7.3f}{r['ess']:>8.0f}{r['z_mean']:>8.1f}{r['z_sd']:>7.1f}"
                 f"{r['divergent']:>7}{r['rescued']:>8}{r['leapfrog']:>6.1f}{r['seconds']:>8.1f}{rate:>9.1f}"
                 f"{rate / nuts_rate:>8.2f}",
                 flush=True,

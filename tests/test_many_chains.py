@@ -10,7 +10,7 @@ import torch
 from test_langevin import DiagonalGaussian, check_gaussian, single_thread
 
 import ebm
-from ebm.samplers.adaptation import CrossMoments, geometric_mean_inverse
+from ebm.samplers.adaptation import Adapter, CrossMoments, geometric_mean_inverse
 from ebm.samplers.rescue import stuck_chains
 from ebm.samplers.trajectory import halton, leapfrog_count
 
@@ -226,3 +226,53 @@ def test_summary_warns_about_divergences():
         chains = ebm.sample(model, ebm.HMC(1.0, 10, adapt_step_size=False), n_chains=8, n_steps=20, burn_in=30, seed=0)
     assert chains.n_divergent > 0
     assert "divergent transitions: the sampler could not follow" in str(chains.summary())
+
+
+# Log-uniform step jitter (HMC(step_range=k)).
+
+RANGE_MODEL = DiagonalGaussian(torch.tensor([0.25, 1.0, 4.0]))
+
+
+def check_step_range(seed=0):
+    """A fixed kernel (no adaptation) whose step is drawn per chain from [ε/30, ε] at every
+    transition: exact, so the moments match. ε = 2 is unstable for the narrowest coordinate
+    (sd 0.5): the top third of the range diverges, as a large step does in a funnel's neck,
+    and the chains move on the small steps they draw. A draw that depends on the state (the
+    smallest step beyond |x|² = 2) fails here: z 5.8-7.4 against a threshold of 3.8 over 5
+    seeds; 20 seeds of this check: max z 2.7."""
+    sampler = ebm.HMC(2.0, 4, step_range=30.0, adapt_step_size=False, adapt_mass=False)
+    init = {"x": torch.randn(64, 3, generator=torch.Generator().manual_seed(seed)) * RANGE_MODEL.variance.sqrt()}
+    with pytest.warns(RuntimeWarning, match="divergent"):
+        chains = ebm.sample(RANGE_MODEL, sampler, n_chains=64, n_steps=300, seed=seed, init=init)
+    check_gaussian(chains, RANGE_MODEL)
+    assert (chains.stats["step_size"] == 2.0).all()  # the nominal step is what is recorded
+
+
+def test_log_uniform_step_jitter_keeps_the_target():
+    check_step_range()
+
+
+def test_floored_harmonic_mean_is_not_captured_by_one_chain():
+    accept = torch.full((1024,), 0.8)
+    accept[0] = 0.0
+    plain, floored = Adapter(0.65, statistic="harmonic"), Adapter(0.65, statistic="harmonic")
+    floored.accept_floor = 0.1
+    state = floored.start(torch.ones(1, 1), 100, 1024)
+    assert plain._shared_statistic(state, accept) == 0.0  # one stuck chain drags ε down for all
+    assert floored._shared_statistic(state, accept) > 0.78
+    assert ebm.HMC(step_range=100.0).adapter.accept_floor == 0.1 and ebm.HMC().adapter.accept_floor == 0.0
+    with pytest.raises(ValueError, match="step_range must be a finite number >= 1"):
+        ebm.HMC(step_range=0.5)
+
+
+def test_momentum_refreshes_keep_the_target():
+    """Four HMC transitions of 3 leapfrog steps per step, each with its own momentum: exact.
+    Reusing one momentum draw for the four (the position then depends on the momentum it
+    starts from) fails with z ~ 64; 20 seeds of this check: max z 3.1 (threshold 3.8)."""
+    sampler = ebm.HMC(0.5, 12, refreshes=4, adapt_step_size=False, adapt_mass=False)
+    init = {"x": torch.randn(64, 3, generator=torch.Generator().manual_seed(0)) * RANGE_MODEL.variance.sqrt()}
+    chains = ebm.sample(RANGE_MODEL, sampler, n_chains=64, n_steps=300, seed=0, init=init)
+    check_gaussian(chains, RANGE_MODEL)
+    assert (chains.stats["n_leapfrog"] == 12).all()
+    with pytest.raises(ValueError, match="refreshes must be a positive integer"):
+        ebm.HMC(refreshes=0)

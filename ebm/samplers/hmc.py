@@ -3,6 +3,7 @@ fixed number of leapfrog steps or a trajectory length tuned across chains (ChEES
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 
@@ -78,6 +79,9 @@ class HMCState(GradientState):
 
 #: leapfrog steps of the initial trajectory length ``T = INITIAL_LEAPFROG · ε`` (adaptive mode)
 INITIAL_LEAPFROG = 10
+#: with ``step_range > 1``, the step-size statistic floors each chain's acceptance here
+#: (``Adapter.accept_floor``)
+RANGE_ACCEPT_FLOOR = 0.1
 _CHEES_KEY = "_chees_gradient"
 
 
@@ -111,6 +115,21 @@ class HMC(GradientSampler):
             step (Neal 2011, section 5.4.2.2). A fixed ``ε n_leapfrog`` can be close to a
             period of the target's dynamics, which makes draws nearly repeat and acceptance
             a ragged function of ``ε``; randomising it removes both. 0 turns it off.
+        step_range: ``k > 1`` draws each chain's step at every transition log-uniformly from
+            ``[ε / k, ε]`` instead (independent of the state, so every draw is an exact HMC
+            kernel), and the shared step-size statistic floors each chain's acceptance at
+            ``RANGE_ACCEPT_FLOOR``: chains where the posterior is much narrower than elsewhere
+            (a funnel's neck) accept the small steps they draw, and stop pulling ``ε`` down
+            for all. Off (1) by default; see docs/many-chains.md for what it buys on the
+            centred eight schools.
+        refreshes: HMC transitions per step, each with a fresh momentum, sharing the step's
+            leapfrog steps (``ceil(n / refreshes)`` each): a composition of exact kernels, so
+            still exact. Where the energy, not the distance, limits mixing (a low E-BFMI: the
+            potential's spread over the posterior is many times the ``sqrt(D / 2)`` nats a
+            momentum draw can change it by, as in a centred hierarchical model), mixing per
+            step grows with the number of momentum draws. Info per step: ``accept_prob`` is the
+            mean over the transitions, ``accepted`` and ``divergent`` whether any was,
+            ``n_leapfrog`` the total.
         max_leapfrog: cap on the leapfrog steps of one transition (adaptive mode).
         adapt_step_size, adapt_mass, per_chain, mass_estimator: warm-up tuning; see
             ``ebm.samplers.adaptation``.
@@ -133,6 +152,8 @@ class HMC(GradientSampler):
         n_leapfrog: int | None = None,
         *,
         jitter: float = 0.2,
+        step_range: float = 1.0,
+        refreshes: int = 1,
         max_leapfrog: int = 256,
         adapt_step_size: bool = True,
         adapt_mass: bool = True,
@@ -163,9 +184,19 @@ class HMC(GradientSampler):
         )
         if not 0.0 <= jitter < 1.0:
             raise ValueError(f"jitter must lie in [0, 1), got {jitter!r}")
+        if isinstance(step_range, bool) or not isinstance(step_range, (int, float)) or not 1.0 <= step_range < math.inf:
+            raise ValueError(f"step_range must be a finite number >= 1 (1: no log-uniform jitter), got {step_range!r}")
+        self.step_range = float(step_range)
+        if self.step_range > 1.0:
+            # a chain deep in a funnel's neck draws the small steps it needs now and then: it
+            # must not pull the whole range down to its own scale
+            self.adapter.accept_floor = RANGE_ACCEPT_FLOOR
         self.n_leapfrog = n_leapfrog
         self.max_leapfrog = max_leapfrog
         self.jitter = float(jitter)
+        if isinstance(refreshes, bool) or not isinstance(refreshes, int) or refreshes < 1:
+            raise ValueError(f"refreshes must be a positive integer, got {refreshes!r}")
+        self.refreshes = refreshes
 
     def init(self, model, state, observed=(), generator=None) -> HMCState:
         s = _as_hmc_state(super().init(model, state, observed, generator))
@@ -179,13 +210,38 @@ class HMC(GradientSampler):
         return leapfrog_count(s.n_transitions, s.leapfrog_scale, self.max_leapfrog)
 
     def transition(self, model, s: HMCState, generator):
+        n_leapfrog = self._count(s)
         x, energy, grad = s.position, s.energy, s.grad
+        if self.refreshes == 1:
+            return self._move(model, s, x, energy, grad, generator, n_leapfrog)
+        # one step = `refreshes` HMC transitions sharing the leapfrog budget, each with a fresh
+        # momentum: the kinetic energy is redrawn `refreshes` times per kept draw
+        part = max(1, math.ceil(n_leapfrog / self.refreshes))
+        infos = []
+        for _ in range(self.refreshes):
+            x, energy, grad, info = self._move(model, s, x, energy, grad, generator, part)
+            infos.append(info)
+        info = {
+            "accept_prob": torch.stack([i["accept_prob"] for i in infos]).mean(0),
+            "accepted": torch.stack([i["accepted"] for i in infos]).any(0),
+            "energy_error": infos[-1]["energy_error"],
+            "divergent": torch.stack([i["divergent"] for i in infos]).any(0),
+            "n_leapfrog": torch.stack([i["n_leapfrog"] for i in infos]).sum(0),
+        }
+        if _CHEES_KEY in infos[0]:
+            info[_CHEES_KEY] = torch.stack([i[_CHEES_KEY] for i in infos]).mean(0)
+        return x, energy, grad, info
+
+    def _move(self, model, s: HMCState, x, energy, grad, generator, n_leapfrog: int):
         noise = self.normal(x, generator)
         step_size = s.step_size
-        if self.jitter:
+        if self.step_range > 1.0:
+            # log-uniform over [ε / step_range, ε], drawn per chain, independent of the state
+            u = torch.rand((x.shape[0], 1), generator=generator, dtype=x.dtype, device=x.device)
+            step_size = step_size * torch.exp(-math.log(self.step_range) * u)
+        elif self.jitter:
             u = torch.rand((x.shape[0], 1), generator=generator, dtype=x.dtype, device=x.device)
             step_size = step_size * (1 + self.jitter * (2 * u - 1))
-        n_leapfrog = self._count(s)
 
         if s.dense:
             # integrate in whitened coordinates x = x0 + L z, where the mass is the identity
@@ -228,8 +284,9 @@ class HMC(GradientSampler):
                 scale = s.inv_mass.sqrt()
                 start, end, velocity = x / scale, new_x / scale, new_p * scale
             usable = ~divergent & s.adaptation.healthy
-            # the integration time actually run (d time / d log T for the continuous count uT/ε)
-            jittered = n_leapfrog * s.step_size.reshape(())
+            # the integration time actually run (d time / d log T for the continuous count uT/ε):
+            # each chain's own with a log-uniform step, else the nominal one
+            jittered = n_leapfrog * (step_size.reshape(-1) if self.step_range > 1.0 else s.step_size.reshape(()))
             info[_CHEES_KEY] = chees_gradient(start, end, velocity, accept_prob, usable, jittered)
         return select(accepted, new_x, x), select(accepted, new_energy, energy), select(accepted, new_grad, grad), info
 

@@ -132,8 +132,9 @@ SCRIPT = textwrap.dedent(
     X = (torch.rand(2000, 16, generator=generator) < 0.3).float()
     model = ebm.RBM(16, 8, seed=0)
     try:
+        # seconds of training even with the compiled kernels, so every kill lands inside it
         history = ebm.fit(
-            model, {"v": X}, k=5, epochs=12, batch_size=10, seed=1, progress=False,
+            model, {"v": X}, k=5, epochs=48, batch_size=10, seed=1, progress=False,
             checkpoint=checkpoint, checkpoint_seconds=0.05, resume=checkpoint if resume else None,
         )
     except TrainingInterrupted as stop:

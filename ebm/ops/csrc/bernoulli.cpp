@@ -21,6 +21,7 @@
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace {
@@ -219,11 +220,19 @@ at::Tensor decide_(at::Tensor p, at::Tensor bits) {
 std::vector<at::Tensor> rbm_gradient(const at::Tensor& W, const at::Tensor& a, const at::Tensor& b,
                                      const at::Tensor& v_data, const at::Tensor& v_model,
                                      const std::optional<at::Tensor>& mu, const std::optional<at::Tensor>& lam);
+std::vector<at::Tensor> rbm_sweeps(const at::Tensor& W, const at::Tensor& a, const at::Tensor& b, at::Tensor v,
+                                   at::Tensor h, const std::vector<std::string>& order, int64_t k,
+                                   const std::optional<at::Tensor>& mu, const std::optional<at::Tensor>& lam,
+                                   std::optional<at::Generator> generator);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rbm_gradient", &rbm_gradient, "the RBM's surrogate and its gradient by products", pybind11::arg("W"),
         pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("v_data"), pybind11::arg("v_model"),
         pybind11::arg("mu") = pybind11::none(), pybind11::arg("lam") = pybind11::none());
+  m.def("rbm_sweeps", &rbm_sweeps, "k Gibbs sweeps of the RBM, the blocks in the given order", pybind11::arg("W"),
+        pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("v"), pybind11::arg("h"), pybind11::arg("order"),
+        pybind11::arg("k"), pybind11::arg("mu") = pybind11::none(), pybind11::arg("lam") = pybind11::none(),
+        pybind11::arg("generator") = pybind11::none());
   m.def("bernoulli_", &bernoulli_, "exact Bernoulli draws in place", pybind11::arg("p"), pybind11::arg("generator") = pybind11::none());
   m.def("sigmoid_bernoulli_", &sigmoid_bernoulli_, "exact Bernoulli(sigmoid(logits)) draws in place",
         pybind11::arg("logits"), pybind11::arg("generator") = pybind11::none());

@@ -46,6 +46,7 @@ from ebm.samplers.base import Sampler
 from ebm.samplers.gibbs import Gibbs
 from ebm.serialization import from_plain, read_record, seal, to_plain, verify
 from ebm.training import rbm_step
+from ebm.training.fused_adam import fused_adam_step
 from ebm.training.negatives import NegativePhase, negative_phase
 from ebm.training.objective import data_phase, phase_energy, surrogate, uses_free_energy
 from ebm.training.rbm_step import supports_fast_gradient
@@ -927,7 +928,8 @@ class Trainer:
         distributed.average_gradients(self._trained)  # after either gradient path, before clipping
         if self.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad)
-        self.optimizer.step()
+        if not fused_adam_step(self.optimizer):  # the same step, without its Python overhead
+            self.optimizer.step()
         return positive, negatives, loss.detach()
 
 

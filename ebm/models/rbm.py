@@ -92,7 +92,6 @@ class RBM(EnergyModel):
         for the compiled sweeps, or ``None`` when a subclass may define other conditionals."""
         return (None, None) if type(self) is RBM else None
 
-    @torch.no_grad()
     def gibbs_sweeps(
         self, blocks: tuple[str, ...], state: Mapping[str, torch.Tensor], k: int, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor] | None:
@@ -112,6 +111,7 @@ class RBM(EnergyModel):
         compiled = kernels()
         if compiled is None:
             return None
+        # no torch.no_grad() needed (a few µs a call): the C++ loop runs without autograd
         v, h = compiled.rbm_sweeps(self.W, self.a, self.b, v, h, list(blocks), k, *offsets, generator)
         return {"v": v, "h": h}
 

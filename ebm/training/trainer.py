@@ -225,7 +225,7 @@ class Trainer:
         method: str | NegativePhase = "pcd",
         k: int = 1,
         n_chains: int = 100,
-        batch_size: int = 20,
+        batch_size: int = 10,
         optimizer=None,
         lr: float = 0.01,
         seed: int = 0,
@@ -730,7 +730,9 @@ class Trainer:
                         position = None
                     for b in range(done, n_batches):
                         self.batch = b + 1
-                        rows = order[b * self.batch_size : (b + 1) * self.batch_size][self._rank :: self._world]
+                        rows = order[b * self.batch_size : (b + 1) * self.batch_size]
+                        if self._world > 1:
+                            rows = rows[self._rank :: self._world]
                         batch = {name: x[rows] for name, x in data.items()}
                         try:
                             positive, negatives, loss = self._step(batch, sum_latents, fe_negatives)

@@ -47,8 +47,8 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
-def _source_tag(paths: list[Path]) -> str:
-    digest = hashlib.sha1()
+def _source_tag(paths: list[Path], flags: list[str]) -> str:
+    digest = hashlib.sha1(" ".join(flags).encode())
     for path in paths:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:10]
@@ -60,10 +60,10 @@ def _build() -> ModuleType:
     sources = [Path(__file__).with_name("csrc") / name for name in SOURCES]
     # -fno-trapping-math lets gcc vectorise the branch-free clamps (no value changes)
     flags = ["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"]
-    # named after the sources too: two checkouts with different sources (or versions of the
+    # named after the sources and flags too: two checkouts with different sources (or versions of the
     # package) sharing torch's extensions cache never load or rebuild each other's module
     return cpp_extension.load(
-        name=f"ebm_kernels_{_cpu_tag()}_{_source_tag(sources)}",
+        name=f"ebm_kernels_{_cpu_tag()}_{_source_tag(sources, flags)}",
         sources=[str(path) for path in sources],
         extra_cflags=flags,
         extra_ldflags=["-fopenmp"],

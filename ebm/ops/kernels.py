@@ -57,13 +57,14 @@ def _source_tag(paths: list[Path], flags: list[str]) -> str:
 def _build() -> ModuleType:
     from torch.utils import cpp_extension
 
-    sources = [Path(__file__).with_name("csrc") / name for name in SOURCES]
+    csrc = Path(__file__).with_name("csrc")
+    sources = [csrc / name for name in SOURCES]
     # -fno-trapping-math lets gcc vectorise the branch-free clamps (no value changes)
     flags = ["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"]
     # named after the sources and flags too: two checkouts with different sources (or versions of the
     # package) sharing torch's extensions cache never load or rebuild each other's module
     return cpp_extension.load(
-        name=f"ebm_kernels_{_cpu_tag()}_{_source_tag(sources, flags)}",
+        name=f"ebm_kernels_{_cpu_tag()}_{_source_tag(sorted(csrc.glob('*.[ch]*')), flags)}",
         sources=[str(path) for path in sources],
         extra_cflags=flags,
         extra_ldflags=["-fopenmp"],

@@ -10,7 +10,6 @@ from ebm.training import rbm_step
 from ebm.training.objective import surrogate
 from ebm.training.rbm_step import rbm_gradient, supports_fast_gradient
 
-
 SIZES = {"small": (7, 5, 9, 13), "large": (96, 64, 40, 50)}  # large: above the C++ row loop's limit
 
 

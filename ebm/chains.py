@@ -345,23 +345,37 @@ def sample(
             sstate = sampler.init(model, state, obs_names, generator)
         else:
             sstate = sampler.resume(model, carried)
+        # a sampler's run_steps (Gibbs on an RBM) takes several steps with empty info in one
+        # call, the same chains as one step at a time; None: it has no such path here
+        run_steps = getattr(sampler, "run_steps", None)
         if burn_in:
             sstate = sampler.start_adaptation(model, sstate, burn_in)
-        for _ in range(burn_in):
-            sstate, _info = sampler.step(model, sstate, generator, adapt=True)
-            bar.update()
-        if burn_in:
+            fast = None if run_steps is None else run_steps(model, sstate, burn_in, generator)
+            if fast is not None:
+                sstate = fast
+                bar.update(burn_in)
+            for _ in range(0 if fast is not None else burn_in):
+                sstate, _info = sampler.step(model, sstate, generator, adapt=True)
+                bar.update()
             sstate = sampler.end_adaptation(model, sstate)
-        for t in range(n_steps):
-            sstate, info = sampler.step(model, sstate, generator, adapt=False)
-            bar.update()
+        t = 0  # steps taken after burn-in
+        while t < n_steps:
+            ahead = min(thin - t % thin, n_steps - t)  # up to and including the next recorded step
+            fast = None if run_steps is None or ahead == 1 else run_steps(model, sstate, ahead, generator)
+            if fast is not None:
+                sstate, info = fast, {}
+            else:
+                sstate, info = sampler.step(model, sstate, generator, adapt=False)
+                ahead = 1
+            t += ahead
+            bar.update(ahead)
             if "divergent" in info:
                 # Counted on the device every step (thinned steps too); read once at the end.
                 divergent = info["divergent"]
                 divergences = divergent.long() if divergences is None else divergences.add_(divergent)
-            if (t + 1) % thin:
+            if t % thin:
                 continue
-            i = (t + 1) // thin - 1
+            i = t // thin - 1
             for k in draws:
                 draws[k][i] = sstate.state[k]
             e = info.get("energy")

@@ -107,3 +107,54 @@ def test_joint_matches_enumeration(kind, dtype, path):
     bits = torch.cat([chains["v"][-1], chains["h"][-1]], 1)
     counts = torch.bincount(state_index(bits), minlength=2**8)
     assert chi_square_pvalue(counts, probs) > ALPHA
+
+
+def step_by_step() -> ebm.Gibbs:
+    """Gibbs without its compiled multi-sweep path: one Python-level sweep per step."""
+    sampler = ebm.Gibbs()
+    sampler.run_steps = lambda *args, **kwargs: None
+    return sampler
+
+
+@pytest.mark.filterwarnings("ignore:Chains not mixed")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["rbm", "centered"])
+def test_compiled_sweeps_give_the_same_chains_as_step_by_step(kind, dtype, path):
+    """``RBM.gibbs_sweeps`` (several sweeps per call, buffers reused) against one sweep per
+    step: the same draws, last states and sweep count, thinned with a remainder, after a
+    burn-in, with a clamped block, and in the PCD negative phase."""
+    model = make(kind, dtype)
+    run = {"n_chains": 40, "n_steps": 17, "thin": 5, "burn_in": 3, "seed": 5}
+    fast, slow = ebm.sample(model, ebm.Gibbs(), **run), ebm.sample(model, step_by_step(), **run)
+    for name in ("v", "h"):
+        assert torch.equal(fast[name], slow[name])
+        assert torch.equal(fast.last[name], slow.last[name])
+    assert fast.sampler_state.n_sweeps == slow.sampler_state.n_sweeps == 20
+    observed = {"v": (torch.rand(40, 5, generator=torch.Generator().manual_seed(1)) < 0.5).to(dtype)}
+    clamped = [ebm.sample(model, s, n_steps=6, thin=3, observed=observed, seed=2) for s in (ebm.Gibbs(), step_by_step())]
+    assert torch.equal(clamped[0]["h"], clamped[1]["h"])
+    assert torch.equal(clamped[0].last["v"], observed["v"])
+    negatives = []
+    for sampler in (ebm.Gibbs(), step_by_step()):
+        pcd = ebm.training.negatives.PersistentChains(k=4, n_chains=30)
+        generator = torch.Generator().manual_seed(3)
+        pcd.setup(model, sampler, {"v": observed["v"]}, generator)
+        negatives.append([pcd(model, sampler, {"v": observed["v"]}, generator) for _ in range(2)])
+    for fast_batch, slow_batch in zip(*negatives, strict=True):
+        for name in ("v", "h"):
+            assert torch.equal(fast_batch[name], slow_batch[name])
+
+
+def test_compiled_sweeps_leave_the_callers_tensors_alone():
+    """The multi-sweep path reuses buffers between its sweeps, never the state it was given."""
+    if kernels.kernels() is None:
+        pytest.skip("the compiled kernels are unavailable here")
+    model = make("rbm", torch.float32)
+    sampler = ebm.Gibbs()
+    sstate = sampler.init(model, model.random_state(6, torch.Generator().manual_seed(0)))
+    kept = {k: v.clone() for k, v in sstate.state.items()}
+    after = sampler.run_steps(model, sstate, 3)
+    assert after is not None and after.n_sweeps == 3
+    for name in ("v", "h"):
+        assert torch.equal(sstate.state[name], kept[name])
+        assert after.state[name].data_ptr() != sstate.state[name].data_ptr()

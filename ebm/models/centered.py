@@ -37,6 +37,9 @@ class CenteredRBM(RBM):
         v, h = state["v"] - self.mu, state["h"] - self.lam
         return -(v @ self.a) - (h @ self.b) - ((v @ self.W) * h).sum(-1)
 
+    def _sweep_offsets(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return (self.mu, self.lam) if type(self) is CenteredRBM else None
+
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
         """``(v − μ)W + b``, shape ``(batch, n_hidden)``."""
         return torch.addmm(self.b, v - self.mu, self.W)

@@ -11,6 +11,7 @@ from torch.nn.functional import softplus
 
 from ebm.model import EnergyModel
 from ebm.ops.bernoulli import sigmoid_bernoulli_
+from ebm.ops.kernels import kernels
 from ebm.variables import Binary
 
 
@@ -85,6 +86,34 @@ class RBM(EnergyModel):
         else:
             raise KeyError(f"RBM has no block '{name}'")
         return sigmoid_bernoulli_(logits, generator)
+
+    def _sweep_offsets(self) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
+        """The offsets ``(μ, λ)`` of the conditionals' logits ``(v − μ)W + b``, ``(h − λ)Wᵀ + a``
+        for the compiled sweeps, or ``None`` when a subclass may define other conditionals."""
+        return (None, None) if type(self) is RBM else None
+
+    def gibbs_sweeps(
+        self, blocks: tuple[str, ...], state: Mapping[str, torch.Tensor], k: int, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor] | None:
+        """``k`` Gibbs sweeps in one call to the compiled kernels (``ebm.ops.kernels``), each
+        drawing ``blocks`` (``"v"``, ``"h"``) in that order: the same ops and random draws as
+        ``k`` sweeps of ``draw_conditional`` per block, so the same chains for the same
+        generator, without Python's dispatch per sweep (what dominates small models).
+
+        Returns the new state ``{"v", "h"}`` (drawn blocks are new tensors), or ``None``
+        (sweep block by block) without the kernels, off the CPU, for a dtype other than
+        float32/float64 or for a subclass that may redefine its conditionals.
+        """
+        offsets = self._sweep_offsets()
+        v, h = state["v"], state["h"]
+        if offsets is None or v.device.type != "cpu" or self.W.dtype not in (torch.float32, torch.float64):
+            return None
+        compiled = kernels()
+        if compiled is None:
+            return None
+        # no torch.no_grad() needed (a few µs a call): the C++ loop runs without autograd
+        v, h = compiled.rbm_sweeps(self.W, self.a, self.b, v, h, list(blocks), k, *offsets, generator)
+        return {"v": v, "h": h}
 
     def free_energy(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``F(v) = -aᵀv - Σⱼ softplus(vW + b)ⱼ`` for ``{"v"}``, or ``F(h)`` for ``{"h"}``; ``(batch,)``."""

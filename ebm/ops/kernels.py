@@ -8,7 +8,8 @@ warning). Callers then take their eager torch path, which gives the same distrib
 (not the same random stream).
 
 The sources are compiled for the host CPU (``-march=native``); the extension's name carries
-a hash of the CPU's flags so that a shared cache never serves a build for another CPU.
+a hash of the CPU's flags and of the sources, so that a shared cache never serves a build
+for another CPU or other sources.
 """
 
 from __future__ import annotations
@@ -46,15 +47,25 @@ def _cpu_tag() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
+def _source_tag(paths: list[Path], flags: list[str]) -> str:
+    digest = hashlib.sha1(" ".join(flags).encode())
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def _build() -> ModuleType:
     from torch.utils import cpp_extension
 
     csrc = Path(__file__).with_name("csrc")
+    sources = [csrc / name for name in SOURCES]
     # -fno-trapping-math lets gcc vectorise the branch-free clamps (no value changes)
     flags = ["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"]
+    # named after the sources and flags too: two checkouts with different sources (or versions of the
+    # package) sharing torch's extensions cache never load or rebuild each other's module
     return cpp_extension.load(
-        name=f"ebm_kernels_{_cpu_tag()}",
-        sources=[str(csrc / name) for name in SOURCES],
+        name=f"ebm_kernels_{_cpu_tag()}_{_source_tag(sorted(csrc.glob('*.[ch]*')), flags)}",
+        sources=[str(path) for path in sources],
         extra_cflags=flags,
         extra_ldflags=["-fopenmp"],
         verbose=False,

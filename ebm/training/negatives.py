@@ -34,8 +34,13 @@ def advance(
     generator: torch.Generator | None,
     adapt: bool = False,
 ) -> SamplerState:
-    """``k`` steps of ``sampler``, with autograd on only for samplers that need it."""
+    """``k`` steps of ``sampler``, with autograd on only for samplers that need it; in one
+    call through ``sampler.run_steps`` where it has one (Gibbs on an RBM: the same chains)."""
+    run_steps = getattr(sampler, "run_steps", None)
     with grad_mode(sampler):
+        fast = None if run_steps is None else run_steps(model, sampler_state, k, generator)
+        if fast is not None:
+            return fast
         for _ in range(k):
             sampler_state, _ = sampler.step(model, sampler_state, generator, adapt)
     return sampler_state

@@ -37,7 +37,6 @@ def supports_fast_gradient(model: EnergyModel, observed: Mapping[str, torch.Tens
     return {name for name, p in model.named_parameters() if p.requires_grad} == {"W", "a", "b"}
 
 
-@torch.no_grad()
 def rbm_gradient(model: RBM, data: Mapping[str, torch.Tensor], negatives: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Set ``.grad`` of ``W``, ``a``, ``b`` to the gradient of ``mean F(data) − mean F(negatives)``
     (the free-energy surrogate of eq. 16 with both phases' hidden units summed out) and
@@ -56,7 +55,12 @@ def rbm_gradient(model: RBM, data: Mapping[str, torch.Tensor], negatives: Mappin
         loss, model.W.grad, model.a.grad, model.b.grad = compiled.rbm_gradient(
             model.W, model.a, model.b, v_data, v_model, *offsets
         )
-        return loss
+        return loss  # the C++ runs without autograd: no torch.no_grad() (a few µs a call) needed
+    with torch.no_grad():
+        return _eager_gradient(model, v_data, v_model, centered)
+
+
+def _eager_gradient(model: RBM, v_data: torch.Tensor, v_model: torch.Tensor, centered: bool) -> torch.Tensor:
     n_data, n_model = v_data.shape[0], v_model.shape[0]
     x = torch.cat([v_data, v_model])
     weight = torch.empty(n_data + n_model, dtype=x.dtype, device=x.device)

@@ -46,6 +46,7 @@ from ebm.samplers.base import Sampler
 from ebm.samplers.gibbs import Gibbs
 from ebm.serialization import from_plain, read_record, seal, to_plain, verify
 from ebm.training import rbm_step
+from ebm.training.fused_adam import fused_adam_step
 from ebm.training.negatives import NegativePhase, negative_phase
 from ebm.training.objective import data_phase, phase_energy, surrogate, uses_free_energy
 from ebm.training.rbm_step import supports_fast_gradient
@@ -224,7 +225,7 @@ class Trainer:
         method: str | NegativePhase = "pcd",
         k: int = 1,
         n_chains: int = 100,
-        batch_size: int = 20,
+        batch_size: int = 10,
         optimizer=None,
         lr: float = 0.01,
         seed: int = 0,
@@ -729,7 +730,9 @@ class Trainer:
                         position = None
                     for b in range(done, n_batches):
                         self.batch = b + 1
-                        rows = order[b * self.batch_size : (b + 1) * self.batch_size][self._rank :: self._world]
+                        rows = order[b * self.batch_size : (b + 1) * self.batch_size]
+                        if self._world > 1:
+                            rows = rows[self._rank :: self._world]
                         batch = {name: x[rows] for name, x in data.items()}
                         try:
                             positive, negatives, loss = self._step(batch, sum_latents, fe_negatives)
@@ -927,7 +930,8 @@ class Trainer:
         distributed.average_gradients(self._trained)  # after either gradient path, before clipping
         if self.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad)
-        self.optimizer.step()
+        if not fused_adam_step(self.optimizer):  # the same step, without its Python overhead
+            self.optimizer.step()
         return positive, negatives, loss.detach()
 
 

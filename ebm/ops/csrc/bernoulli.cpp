@@ -15,12 +15,15 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>  // pybind11 with torch's Tensor and Generator casters
 
+#include "fastmath.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace {
@@ -73,28 +76,11 @@ struct GivenWords {
   uint64_t operator()(uint64_t index) const { return index < n_words ? static_cast<uint64_t>(words[index]) : 0; }
 };
 
-// sigmoid(x) = 1 / (1 + e^-x). float32: e^-x by Cephes' expf (range reduction by ln 2 in
-// two parts, degree-6 polynomial, 2^n by the exponent bits; within 2 ulp of the true value,
-// tested against torch.sigmoid), branch-free so that it vectorises; NaN stays NaN.
-// float64: std::exp.
+// sigmoid(x) = 1 / (1 + e^-x), e^-x by fastmath.h's exp_clamped (float32; within 2 ulp of
+// the true sigmoid, tested against torch.sigmoid), branch-free so that it vectorises; NaN
+// stays NaN. float64: std::exp.
 inline float sigmoid(float x) {
-  float t = std::min(std::max(-x, -87.3f), 104.0f);  // beyond: sigmoid is 1 or 0 in float32
-  const float n = std::floor(t * 1.44269504088896341f + 0.5f);
-  t = t - n * 0.693359375f + n * 2.12194440e-4f;
-  float poly = 1.9875691500e-4f;
-  poly = poly * t + 1.3981999507e-3f;
-  poly = poly * t + 8.3334519073e-3f;
-  poly = poly * t + 4.1665795894e-2f;
-  poly = poly * t + 1.6666665459e-1f;
-  poly = poly * t + 5.0000001201e-1f;
-  const float e = poly * t * t + t + 1.0f;
-  // 2^n as two normal powers of two (n up to 151)
-  const int32_t half = static_cast<int32_t>(n) >> 1;
-  const int32_t bits_a = (half + 127) << 23, bits_b = (static_cast<int32_t>(n) - half + 127) << 23;
-  float scale_a, scale_b;
-  std::memcpy(&scale_a, &bits_a, sizeof scale_a);
-  std::memcpy(&scale_b, &bits_b, sizeof scale_b);
-  return 1.0f / (1.0f + e * scale_a * scale_b);
+  return 1.0f / (1.0f + exp_clamped(std::min(std::max(-x, -87.3f), 104.0f)));  // beyond: 1 or 0 in float32
 }
 inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
@@ -219,11 +205,25 @@ at::Tensor decide_(at::Tensor p, at::Tensor bits) {
 std::vector<at::Tensor> rbm_gradient(const at::Tensor& W, const at::Tensor& a, const at::Tensor& b,
                                      const at::Tensor& v_data, const at::Tensor& v_model,
                                      const std::optional<at::Tensor>& mu, const std::optional<at::Tensor>& lam);
+std::vector<at::Tensor> rbm_gradient_rows(const at::Tensor& W, const at::Tensor& a, const at::Tensor& b,
+                                          const at::Tensor& v_data, const at::Tensor& v_model,
+                                          const std::optional<at::Tensor>& mu, const std::optional<at::Tensor>& lam);
+std::vector<at::Tensor> rbm_sweeps(const at::Tensor& W, const at::Tensor& a, const at::Tensor& b, at::Tensor v,
+                                   at::Tensor h, const std::vector<std::string>& order, int64_t k,
+                                   const std::optional<at::Tensor>& mu, const std::optional<at::Tensor>& lam,
+                                   std::optional<at::Generator> generator);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rbm_gradient", &rbm_gradient, "the RBM's surrogate and its gradient by products", pybind11::arg("W"),
         pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("v_data"), pybind11::arg("v_model"),
         pybind11::arg("mu") = pybind11::none(), pybind11::arg("lam") = pybind11::none());
+  m.def("rbm_gradient_rows", &rbm_gradient_rows, "tests: rbm_gradient's row loop for small models ([] if not applicable)",
+        pybind11::arg("W"), pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("v_data"), pybind11::arg("v_model"),
+        pybind11::arg("mu") = pybind11::none(), pybind11::arg("lam") = pybind11::none());
+  m.def("rbm_sweeps", &rbm_sweeps, "k Gibbs sweeps of the RBM, the blocks in the given order", pybind11::arg("W"),
+        pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("v"), pybind11::arg("h"), pybind11::arg("order"),
+        pybind11::arg("k"), pybind11::arg("mu") = pybind11::none(), pybind11::arg("lam") = pybind11::none(),
+        pybind11::arg("generator") = pybind11::none());
   m.def("bernoulli_", &bernoulli_, "exact Bernoulli draws in place", pybind11::arg("p"), pybind11::arg("generator") = pybind11::none());
   m.def("sigmoid_bernoulli_", &sigmoid_bernoulli_, "exact Bernoulli(sigmoid(logits)) draws in place",
         pybind11::arg("logits"), pybind11::arg("generator") = pybind11::none());

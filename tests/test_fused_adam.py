@@ -67,3 +67,27 @@ def test_declines_what_it_cannot_reproduce():
     handle.remove()
     optimizer.step = lambda closure=None: None
     assert not fused_adam_step(optimizer)
+
+
+def test_a_torch_whose_kernel_takes_other_arguments_falls_back(monkeypatch):
+    """A private kernel that refuses ``Adam.step``'s arguments (another torch version): the
+    step count is left as it was, and this and every later step go to ``optimizer.step()``."""
+    from ebm.training import fused_adam
+
+    params, optimizer, _ = setup(torch.optim.Adam)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    before = [t.clone() for p in params for t in optimizer.state[p].values()]
+
+    def refuses(*args, **kwargs):
+        raise TypeError("_fused_adam_() got an unexpected keyword argument")
+
+    working = torch._fused_adam_
+    monkeypatch.setattr(torch, "_fused_adam_", refuses)
+    monkeypatch.setattr(fused_adam, "_unsupported", set())
+    assert not fused_adam_step(optimizer)
+    after = [t for p in params for t in optimizer.state[p].values()]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    monkeypatch.setattr(torch, "_fused_adam_", working)
+    assert not fused_adam_step(optimizer)  # remembered: no second try, even with a working kernel

@@ -17,6 +17,9 @@ from __future__ import annotations
 import torch
 from torch.optim import optimizer as optim_base
 
+#: private kernels this torch would not take with ``Adam.step``'s arguments (see the ``except``)
+_unsupported: set = set()
+
 
 def _plain(group: dict) -> bool:
     return (
@@ -34,7 +37,7 @@ def _plain(group: dict) -> bool:
 def fused_adam_step(optimizer: torch.optim.Optimizer) -> bool:
     """Take ``optimizer``'s step by its fused kernel directly; ``False`` (nothing done) when
     it is not a plain fused ``torch.optim.Adam``/``AdamW`` ready for it (see the module)."""
-    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or _unsupported:
         return False
     step = vars(optimizer).get("step")
     if step is not None and not getattr(step, "_wrapped_by_lr_sched", False):
@@ -61,23 +64,31 @@ def fused_adam_step(optimizer: torch.optim.Optimizer) -> bool:
         torch._foreach_add_(steps, 1)
         beta1, beta2 = group["betas"]
         kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
-        kernel(
-            params,
-            [p.grad for p in params],
-            [state["exp_avg"] for state in states],
-            [state["exp_avg_sq"] for state in states],
-            [],
-            steps,
-            amsgrad=False,
-            lr=group["lr"],
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-            grad_scale=None,
-            found_inf=None,
-        )
+        try:
+            kernel(
+                params,
+                [p.grad for p in params],
+                [state["exp_avg"] for state in states],
+                [state["exp_avg_sq"] for state in states],
+                [],
+                steps,
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
+        except TypeError:
+            # a torch whose private kernel takes other arguments: the call was refused before
+            # touching a tensor, so undo the step count and let optimizer.step() do it, for
+            # this and every later step
+            torch._foreach_sub_(steps, 1)
+            _unsupported.add(kernel)
+            return False
     # as Optimizer.step's wrapper: the post-hooks (ebm's colouring cache counts fused steps
     # with one), then what an lr scheduler's wrap records (its check that the optimizer stepped)
     args = (optimizer,)

@@ -167,6 +167,25 @@ def test_kernel_failure_falls_back_with_one_warning(monkeypatch):
     assert torch.equal(first, again) and set(first.tolist()) <= {0.0, 1.0}
 
 
+def test_a_first_build_is_announced_once_on_the_first_rank(monkeypatch, tmp_path, capsys):
+    """Tens of seconds of compiling get one line on stderr; a cached module, or a rank
+    other than torchrun's first, gets none."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path / name))
+    monkeypatch.delenv("RANK", raising=False)
+    kernels._announce_build("k")
+    assert "compiling its C++ CPU kernels once" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")
+    kernels._announce_build("k")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RANK", "0")
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / f"k{cpp_extension.LIB_EXT}").touch()
+    kernels._announce_build("k")
+    assert capsys.readouterr().err == ""
+
+
 def test_ties_are_redrawn_with_their_residual(monkeypatch):
     """Eager path, all first-level bits 0: every unit with p < 2^-16 ties, and is on with
     probability 2^16 p from the next level's bits. z-test at |z| < 4.5."""

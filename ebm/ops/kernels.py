@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -54,6 +55,25 @@ def _source_tag(paths: list[Path], flags: list[str]) -> str:
     return digest.hexdigest()[:10]
 
 
+def _announce_build(name: str) -> None:
+    """One line on stderr before a first build (tens of seconds of silence otherwise), from
+    the first process only under ``torchrun`` (``RANK``); nothing when the module is cached."""
+    from torch.utils import cpp_extension
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    try:  # torch's own cache location; a torch without it just builds silently
+        directory = Path(cpp_extension._get_build_directory(name, verbose=False))
+    except Exception:
+        return
+    if not (directory / f"{name}{cpp_extension.LIB_EXT}").exists():
+        print(
+            f"ebm: compiling its C++ CPU kernels once (about 30 s; cached in {directory.parent}; {ENV}=0 skips them)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def _build() -> ModuleType:
     from torch.utils import cpp_extension
 
@@ -63,8 +83,10 @@ def _build() -> ModuleType:
     flags = ["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"]
     # named after the sources and flags too: two checkouts with different sources (or versions of the
     # package) sharing torch's extensions cache never load or rebuild each other's module
+    name = f"ebm_kernels_{_cpu_tag()}_{_source_tag(sorted(csrc.glob('*.[ch]*')), flags)}"
+    _announce_build(name)
     return cpp_extension.load(
-        name=f"ebm_kernels_{_cpu_tag()}_{_source_tag(sorted(csrc.glob('*.[ch]*')), flags)}",
+        name=name,
         sources=[str(path) for path in sources],
         extra_cflags=flags,
         extra_ldflags=["-fopenmp"],

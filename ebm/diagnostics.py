@@ -121,15 +121,21 @@ def _geyer_ess(y: torch.Tensor) -> torch.Tensor:
     """
     n, m = y.shape[:2]
     total = n * m
-    centred = y - y.mean(0)
+    chain_mean = y.mean(0)
     size = _fast_length(2 * n)
-    spectrum = torch.fft.rfft(centred, n=size, dim=0)
-    acov = torch.fft.irfft(spectrum * spectrum.conj(), n=size, dim=0)[:n] / n
-    mean_var = acov[0].mean(0) * n / (n - 1)
+    # the FFT runs along a contiguous last dimension, zero-padded in place: (S, m, size)
+    padded = y.new_zeros(y.shape[2], m, size)
+    torch.sub(y, chain_mean, out=padded[..., :n].permute(2, 1, 0))
+    spectrum = torch.view_as_real(torch.fft.rfft(padded, dim=-1))
+    power = spectrum[..., 0].square().addcmul_(spectrum[..., 1], spectrum[..., 1])
+    # the inverse transform is linear: averaging the power over chains first averages the
+    # chains' autocovariances with one inverse FFT per site instead of one per chain
+    acov = torch.fft.irfft(power.mean(1), n=size, dim=-1)[:, :n].T / n
+    mean_var = acov[0] * n / (n - 1)
     var_plus = mean_var * (n - 1) / n
     if m > 1:
-        var_plus = var_plus + y.mean(0).var(0)
-    rho = 1 - (mean_var - acov.mean(1)) / var_plus
+        var_plus = var_plus + chain_mean.var(0)
+    rho = 1 - (mean_var - acov) / var_plus
     rho[0] = 1.0
     last = max(0, math.ceil((n - 4) / 2))  # the loop never looks past pair `last`
     pairs = rho[: 2 * (last + 1)].reshape(last + 1, 2, -1).sum(1)
@@ -143,7 +149,8 @@ def _geyer_ess(y: torch.Tensor) -> torch.Tensor:
     tau = -1 + 2 * (monotone * kept).sum(0) + tail
     tau = tau.clamp_min(1 / math.log10(total))
     ess = total / tau
-    constant = (y.amax((0, 1)) - y.amin((0, 1))) < _CONSTANT
+    low, high = y.reshape(total, -1).aminmax(dim=0)
+    constant = (high - low) < _CONSTANT
     ess = torch.where(constant, torch.full_like(ess, total), ess)
     return torch.where(rho.isnan().any(0) & ~constant, torch.full_like(ess, float("nan")), ess)
 

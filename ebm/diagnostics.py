@@ -250,7 +250,8 @@ def compute(x: torch.Tensor, statistics: Iterable[str] = STATISTICS) -> dict[str
     parts: dict[str, list[torch.Tensor]] = {s: [] for s in names}
     for i in range(0, sites.shape[2], per_chunk):
         chunk = sites[..., i : i + per_chunk].double()
-        undefined = chunk.isnan().any((0, 1)) | ((chunk.amax((0, 1)) - chunk.amin((0, 1))) < _CONSTANT)
+        low, high = chunk.reshape(-1, chunk.shape[2]).aminmax(dim=0)
+        undefined = chunk.isnan().any((0, 1)) | ((high - low) < _CONSTANT)
         work = _Chunk(chunk)
         for s in names:
             parts[s].append(getattr(work, s)().masked_fill(undefined, float("nan")))

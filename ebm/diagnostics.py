@@ -73,15 +73,15 @@ def _fast_length(n: int) -> int:
 
 
 def _split(x: torch.Tensor) -> torch.Tensor:
-    """``(n, m, S)`` -> ``(n // 2, 2m, S)``: first and last halves as separate chains (middle draw dropped)."""
-    half = x.shape[0] // 2
-    return torch.cat([x[:half], x[x.shape[0] - half :]], dim=1)
+    """``(S, m, n)`` -> ``(S, 2m, n // 2)``: first and last halves as separate chains (middle draw dropped)."""
+    half = x.shape[2] // 2
+    return torch.cat([x[..., :half], x[..., x.shape[2] - half :]], dim=1)
 
 
 def _ranked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled ranks of each site's draws ``(n, m, S)`` (ties share their average rank, 1-based),
-    same shape as ``x``, and the sorted draws ``(S, n m)``: one sort, no search."""
-    flat = x.flatten(0, 1).T.contiguous()
+    """Pooled ranks of each site's draws ``(S, m, n)`` (ties share their average rank, 1-based),
+    same shape as ``x``, and the sorted draws ``(S, m n)``: one sort, no search."""
+    flat = x.reshape(x.shape[0], -1)
     ordered, order = flat.sort(dim=1)
     n = flat.shape[1]
     pos = torch.arange(n, device=x.device).expand_as(order)
@@ -92,12 +92,12 @@ def _ranked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     start = torch.where(first, pos, 0).cummax(1).values
     end = torch.where(last, pos, n - 1).flip(1).cummin(1).values.flip(1)
     rank = torch.empty_like(flat).scatter_(1, order, (start + end).to(flat.dtype) / 2 + 1)
-    return rank.T.reshape(x.shape), ordered
+    return rank.reshape(x.shape), ordered
 
 
 def _normal_scores(rank: torch.Tensor) -> torch.Tensor:
-    """Rank -> normal score with Blom's offset, as Vehtari et al. 2021 (and ArviZ)."""
-    n = rank[..., 0].numel()
+    """Ranks ``(S, m, n)`` -> normal scores with Blom's offset, as Vehtari et al. 2021 (and ArviZ)."""
+    n = rank[0].numel()
     return torch.special.ndtri((rank - _BLOM) / (n - 2 * _BLOM + 1))
 
 
@@ -111,7 +111,7 @@ def _quantile(ordered: torch.Tensor, p: float) -> torch.Tensor:
 
 
 def _geyer_ess(y: torch.Tensor) -> torch.Tensor:
-    """ESS ``(S,)`` of chains ``y`` ``(n, m, S)`` (float64), as ArviZ's ``_ess``.
+    """ESS ``(S,)`` of chains ``y`` ``(S, m, n)`` (float64), as ArviZ's ``_ess``.
 
     Pairs ``P_k = rho_2k + rho_2k+1`` of the multi-chain autocorrelation are summed up to the
     first non-positive pair (Geyer's initial positive sequence), made non-increasing by a
@@ -119,17 +119,23 @@ def _geyer_ess(y: torch.Tensor) -> torch.Tensor:
     even term. A site whose values are all equal gets ``n m`` (ArviZ's convention, needed for
     quantile indicators that never change).
     """
-    n, m = y.shape[:2]
+    n_sites, m, n = y.shape
     total = n * m
-    centred = y - y.mean(0)
+    chain_mean = y.mean(2, keepdim=True)
     size = _fast_length(2 * n)
-    spectrum = torch.fft.rfft(centred, n=size, dim=0)
-    acov = torch.fft.irfft(spectrum * spectrum.conj(), n=size, dim=0)[:n] / n
-    mean_var = acov[0].mean(0) * n / (n - 1)
+    # the FFT runs along the contiguous last dimension, zero-padded in place: (S, m, size)
+    padded = y.new_zeros(n_sites, m, size)
+    torch.sub(y, chain_mean, out=padded[..., :n])
+    spectrum = torch.view_as_real(torch.fft.rfft(padded, dim=-1))
+    power = spectrum[..., 0].square().addcmul_(spectrum[..., 1], spectrum[..., 1])
+    # the inverse transform is linear: averaging the power over chains first averages the
+    # chains' autocovariances with one inverse FFT per site instead of one per chain
+    acov = torch.fft.irfft(power.mean(1), n=size, dim=-1)[:, :n].T / n
+    mean_var = acov[0] * n / (n - 1)
     var_plus = mean_var * (n - 1) / n
     if m > 1:
-        var_plus = var_plus + y.mean(0).var(0)
-    rho = 1 - (mean_var - acov.mean(1)) / var_plus
+        var_plus = var_plus + chain_mean[..., 0].var(1)
+    rho = 1 - (mean_var - acov) / var_plus
     rho[0] = 1.0
     last = max(0, math.ceil((n - 4) / 2))  # the loop never looks past pair `last`
     pairs = rho[: 2 * (last + 1)].reshape(last + 1, 2, -1).sum(1)
@@ -143,22 +149,23 @@ def _geyer_ess(y: torch.Tensor) -> torch.Tensor:
     tau = -1 + 2 * (monotone * kept).sum(0) + tail
     tau = tau.clamp_min(1 / math.log10(total))
     ess = total / tau
-    constant = (y.amax((0, 1)) - y.amin((0, 1))) < _CONSTANT
+    low, high = y.reshape(n_sites, -1).aminmax(dim=1)
+    constant = (high - low) < _CONSTANT
     ess = torch.where(constant, torch.full_like(ess, total), ess)
     return torch.where(rho.isnan().any(0) & ~constant, torch.full_like(ess, float("nan")), ess)
 
 
 def _rhat_of(z: torch.Tensor) -> torch.Tensor:
-    """Classic R-hat ``(S,)`` of (already split) chains ``z`` ``(n, m, S)``."""
-    n = z.shape[0]
-    between = n * z.mean(0).var(0)
-    within = z.var(0).mean(0)
+    """Classic R-hat ``(S,)`` of (already split) chains ``z`` ``(S, m, n)``."""
+    n = z.shape[2]
+    between = n * z.mean(2).var(1)
+    within = z.var(2).mean(1)
     return ((between / within + n - 1) / n).sqrt()
 
 
 class _Chunk:
-    """Draws of a chunk of sites ``(n, m, S)`` (float64) with the sorts and split chains that
-    several statistics share, each computed once."""
+    """Draws of a chunk of sites ``(S, m, n)`` (float64, each chain's draws contiguous) with the
+    sorts and split chains that several statistics share, each computed once."""
 
     def __init__(self, x: torch.Tensor):
         self.x = x
@@ -178,15 +185,18 @@ class _Chunk:
     @cached_property
     def sorted_draws(self) -> torch.Tensor:
         """All draws of each site in order ``(S, n m)`` (for quantiles of the unsplit draws)."""
-        if self.x.shape[0] % 2 == 0:  # the split chains hold every draw
+        if self.x.shape[2] % 2 == 0:  # the split chains hold every draw
             return self._split_ranked[1]
-        return self.x.flatten(0, 1).T.sort(dim=1).values
+        return self.x.reshape(self.x.shape[0], -1).sort(dim=1).values
 
     def ess_bulk(self) -> torch.Tensor:
         return _geyer_ess(self.z_split)
 
     def ess_tail(self) -> torch.Tensor:
-        low, high = (_geyer_ess(_split((self.x <= _quantile(self.sorted_draws, p)).to(self.x.dtype))) for p in (0.05, 0.95))
+        low, high = (
+            _geyer_ess(_split((self.x <= _quantile(self.sorted_draws, p)[:, None, None]).to(self.x.dtype)))
+            for p in (0.05, 0.95)
+        )
         return torch.minimum(low, high)
 
     @cached_property
@@ -200,18 +210,18 @@ class _Chunk:
         ordered = self._split_ranked[1]
         n = ordered.shape[1]
         median = (ordered[:, (n - 1) // 2] + ordered[:, n // 2]) / 2
-        folded = _normal_scores(_ranked((self.split - median).abs())[0])
+        folded = _normal_scores(_ranked((self.split - median[:, None, None]).abs())[0])
         # A two-valued site split exactly in half folds to a constant, whose R-hat is 0/0:
         # fmax then keeps the bulk R-hat (as ArviZ's max(bulk, tail) does).
         return torch.fmax(_rhat_of(self.z_split), _rhat_of(folded))
 
     def mcse_mean(self) -> torch.Tensor:
-        return self.x.flatten(0, 1).std(0) / self._ess_mean.sqrt()
+        return self.x.reshape(self.x.shape[0], -1).std(1) / self._ess_mean.sqrt()
 
     def mcse_sd(self) -> torch.Tensor:
-        square = (self.x - self.x.mean((0, 1))) ** 2
-        var = square.mean((0, 1))
-        var_of_var = ((square**2).mean((0, 1)) - var**2) / _geyer_ess(_split(square))
+        square = (self.x - self.x.mean((1, 2), keepdim=True)) ** 2
+        var = square.mean((1, 2))
+        var_of_var = ((square**2).mean((1, 2)) - var**2) / _geyer_ess(_split(square))
         return (var_of_var / var / 4).sqrt()
 
 
@@ -242,8 +252,11 @@ def compute(x: torch.Tensor, statistics: Iterable[str] = STATISTICS) -> dict[str
     per_chunk = max(1, WORKSPACE // (x.shape[0] * x.shape[1]))
     parts: dict[str, list[torch.Tensor]] = {s: [] for s in names}
     for i in range(0, sites.shape[2], per_chunk):
-        chunk = sites[..., i : i + per_chunk].double()
-        undefined = chunk.isnan().any((0, 1)) | ((chunk.amax((0, 1)) - chunk.amin((0, 1))) < _CONSTANT)
+        part = sites[..., i : i + per_chunk]
+        # one transposing copy puts each chain's draws on the contiguous last dimension
+        chunk = torch.empty(part.shape[::-1], dtype=torch.float64, device=x.device).copy_(part.permute(2, 1, 0))
+        low, high = chunk.reshape(chunk.shape[0], -1).aminmax(dim=1)
+        undefined = chunk.isnan().any((1, 2)) | ((high - low) < _CONSTANT)
         work = _Chunk(chunk)
         for s in names:
             parts[s].append(getattr(work, s)().masked_fill(undefined, float("nan")))

@@ -198,8 +198,8 @@ class Gibbs(Sampler):
             domain = model.variables[name]
             if how == "conditional":
                 # the RBMs' fused draw (no distribution object, in place); None: not for this model
-                fast = getattr(model, "draw_conditional", None)
-                x = None if fast is None else fast(name, state, generator)
+                fused = getattr(model, "draw_conditional", None)
+                x = None if fused is None else fused(name, state, generator)
                 state[name] = draw(model.conditional(name, state), domain, generator) if x is None else x
                 continue
             s = self._structure(model, name, state)

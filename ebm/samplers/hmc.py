@@ -129,7 +129,7 @@ class HMC(GradientSampler):
             momentum draw can change it by, as in a centred hierarchical model), mixing per
             step grows with the number of momentum draws. Info per step: ``accept_prob`` is the
             mean over the transitions, ``accepted`` and ``divergent`` whether any was,
-            ``n_leapfrog`` the total.
+            ``n_leapfrog`` the total, ``energy_error`` the last transition's.
         max_leapfrog: cap on the leapfrog steps of one transition (adaptive mode).
         adapt_step_size, adapt_mass, per_chain, mass_estimator: warm-up tuning; see
             ``ebm.samplers.adaptation``.

@@ -79,12 +79,20 @@ class RBM(EnergyModel):
         """
         if type(self).conditional is not RBM.conditional:
             return None
-        if name == "h":
-            logits = self.hidden_logits(state["v"])
-        elif name == "v":
-            logits = self.visible_logits(state["h"])
-        else:
+        if name not in ("v", "h"):
             raise KeyError(f"RBM has no block '{name}'")
+        given = state["v" if name == "h" else "h"]
+        offsets = self._sweep_offsets()
+        if (
+            offsets is not None
+            and given.device.type == "cpu"
+            and given.dim() == 2
+            and given.dtype == self.W.dtype in (torch.float32, torch.float64)
+        ):
+            compiled = kernels()
+            if compiled is not None:  # the compiled sweeps' own draw, so that their chains match these
+                return compiled.rbm_draw(self.W, self.a, self.b, name, given, *offsets, generator)
+        logits = self.hidden_logits(given) if name == "h" else self.visible_logits(given)
         return sigmoid_bernoulli_(logits, generator)
 
     def _sweep_offsets(self) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:

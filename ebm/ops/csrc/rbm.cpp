@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <type_traits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -132,7 +134,43 @@ std::vector<at::Tensor> rbm_gradient(const at::Tensor& W, const at::Tensor& a, c
   return {loss, at::mm(x.t(), d), at::mv(x.t(), weight).neg_(), d.sum(0)};
 }
 
+// The BLAS that torch links (MKL, OpenBLAS), LP64 Fortran interface; weak, so that a torch
+// without them still loads this module (chunk products then go through at::mm_out).
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
+            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+            const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
+            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
+            const int* ldc) __attribute__((weak));
+}
+
 namespace {
+
+// out (rows, n_out) = x (rows, n_in) @ W (n_in, n_out), or @ W^T (W: (n_out, n_in)) when
+// `transposed`; all row-major and contiguous. BLAS directly (no dispatch: small models call
+// this several times a sweep), else at::mm_out.
+template <typename T>
+void product(const at::Tensor& x, const at::Tensor& W, bool transposed, at::Tensor& out) {
+  const int64_t rows = x.size(0), n_in = x.size(1), n_out = out.size(1);
+  constexpr bool is_float = std::is_same_v<T, float>;
+  const bool blas = (is_float ? sgemm_ != nullptr : dgemm_ != nullptr) &&
+                    std::max({rows, n_in, n_out}) < std::numeric_limits<int>::max();
+  if (!blas || rows == 0) {
+    at::mm_out(out, x, transposed ? W.t() : W);
+    return;
+  }
+  // column-major: out^T (n_out, rows) = op(W)^T (n_out, n_in) @ x^T (n_in, rows)
+  const int m = static_cast<int>(n_out), n = static_cast<int>(rows), k = static_cast<int>(n_in);
+  const int lda = static_cast<int>(transposed ? n_in : n_out), ldb = k, ldc = m;
+  const char ta = transposed ? 'T' : 'N', tb = 'N';
+  const T one = 1, zero = 0;
+  if constexpr (is_float) {
+    sgemm_(&ta, &tb, &m, &n, &k, &one, W.data_ptr<T>(), &lda, x.data_ptr<T>(), &ldb, &zero, out.data_ptr<T>(), &ldc);
+  } else {
+    dgemm_(&ta, &tb, &m, &n, &k, &one, W.data_ptr<T>(), &lda, x.data_ptr<T>(), &ldb, &zero, out.data_ptr<T>(), &ldc);
+  }
+}
 
 // Rows per chunk of the sweeps: a power-of-two number of chunks (so that 2 or 4 threads share
 // them evenly), each of >= 128 rows and >= 2^20 multiply-adds per product (below that BLAS
@@ -171,7 +209,6 @@ void chunked_sweeps(const at::Tensor& W, const at::Tensor& a, const at::Tensor& 
   const int64_t n_v = W.size(0), n_h = W.size(1);
   const int64_t rows = (v_out.defined() ? v_out : h_out).size(0);
   const std::vector<T> tile_a = bias_tile<T>(a), tile_b = bias_tile<T>(b);
-  const at::Tensor Wt = W.t();
   const int64_t per_chunk = chunk_rows(rows, n_v, n_h);
   const int64_t n_chunks = (rows + per_chunk - 1) / per_chunk;
   at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
@@ -184,12 +221,12 @@ void chunked_sweeps(const at::Tensor& W, const at::Tensor& a, const at::Tensor& 
           const uint64_t key = keys[sweep * order.size() + i];
           if (order[i] == 'h') {
             at::Tensor out = h_out.narrow(0, r0, len);
-            at::mm_out(out, mu.has_value() ? v - *mu : v, W);
+            product<T>(mu.has_value() ? v - *mu : v, W, false, out);
             sigmoid_draw_span(h_out.data_ptr<T>(), r0 * n_h, (r0 + len) * n_h, key, tile_b.data(), n_h);
             h = out;
           } else {
             at::Tensor out = v_out.narrow(0, r0, len);
-            at::mm_out(out, lam.has_value() ? h - *lam : h, Wt);
+            product<T>(lam.has_value() ? h - *lam : h, W, true, out);
             sigmoid_draw_span(v_out.data_ptr<T>(), r0 * n_v, (r0 + len) * n_v, key, tile_a.data(), n_v);
             v = out;
           }

@@ -76,7 +76,7 @@ struct GivenWords {
 // the true sigmoid, tested against torch.sigmoid), branch-free so that it vectorises; NaN
 // stays NaN. float64: std::exp.
 inline float sigmoid(float x) {
-  return 1.0f / (1.0f + exp_clamped(std::min(std::max(-x, -87.3f), 104.0f)));  // beyond: 1 or 0 in float32
+  return 1.0f / (1.0f + exp_clamped(std::min(std::max(-x, -87.3f), 88.7f)));  // beyond: 1 or 0 in float32
 }
 inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
@@ -91,9 +91,12 @@ inline bool first_level(const T* q, const T* bias, const uint32_t* bits, T* y, i
     T x = q[j];
     if constexpr (kBias) x += bias[j];
     if constexpr (kLogits) x = sigmoid(x);
-    const T v = level(x, bits[j]);
-    y[j] = v;
-    tie |= static_cast<uint32_t>(v > T(0)) & static_cast<uint32_t>(v < T(1));  // NaN: no tie, stays NaN
+    // level(x, bits) with fewer ops than its two clamps: on, off, or the residual (a tie) or
+    // NaN, both flagged for draw_span's scalar pass (which leaves NaN as it is)
+    const T v = x * T(65536) - T(bits[j]);
+    const bool on = v >= T(1), off = v <= T(0);
+    y[j] = on ? T(1) : (off ? T(0) : v);
+    tie |= static_cast<uint32_t>(!on) & static_cast<uint32_t>(!off);
   }
   return tie != 0;
 }

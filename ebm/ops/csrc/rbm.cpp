@@ -190,7 +190,10 @@ std::vector<T> bias_tile(const at::Tensor& bias) {
   const T* data = c.data_ptr<T>();
   const int64_t n = c.numel();
   std::vector<T> tile(n + kDrawBlock);
-  for (int64_t i = 0; i < n + kDrawBlock; ++i) tile[i] = data[i % n];
+  std::copy(data, data + n, tile.begin());
+  for (int64_t filled = n; filled < n + kDrawBlock; filled += std::min(filled, n + kDrawBlock - filled)) {
+    std::copy(tile.begin(), tile.begin() + std::min(filled, n + kDrawBlock - filled), tile.begin() + filled);
+  }
   return tile;
 }
 
@@ -208,7 +211,8 @@ void chunked_sweeps(const at::Tensor& W, const at::Tensor& a, const at::Tensor& 
                     const std::vector<uint64_t>& keys) {
   const int64_t n_v = W.size(0), n_h = W.size(1);
   const int64_t rows = (v_out.defined() ? v_out : h_out).size(0);
-  const std::vector<T> tile_a = bias_tile<T>(a), tile_b = bias_tile<T>(b);
+  const std::vector<T> tile_a = v_out.defined() ? bias_tile<T>(a) : std::vector<T>();
+  const std::vector<T> tile_b = h_out.defined() ? bias_tile<T>(b) : std::vector<T>();
   const int64_t per_chunk = chunk_rows(rows, n_v, n_h);
   const int64_t n_chunks = (rows + per_chunk - 1) / per_chunk;
   at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {

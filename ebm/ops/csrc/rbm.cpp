@@ -134,15 +134,17 @@ std::vector<at::Tensor> rbm_gradient(const at::Tensor& W, const at::Tensor& a, c
   return {loss, at::mm(x.t(), d), at::mv(x.t(), weight).neg_(), d.sum(0)};
 }
 
-// The BLAS that torch links (MKL, OpenBLAS), LP64 Fortran interface; weak, so that a torch
-// without them still loads this module (chunk products then go through at::mm_out).
+// The BLAS that torch links (MKL, OpenBLAS), Fortran interface, as ATen calls it; weak, so
+// that a torch without them still loads this module (chunk products then go through
+// at::mm_out). The integers are passed as int64 holding values below 2^31, which an LP64
+// (32-bit) and an ILP64 (64-bit) interface both read correctly (little-endian).
 extern "C" {
-void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const float* alpha,
-            const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
-            const int* ldc) __attribute__((weak));
-void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
-            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
-            const int* ldc) __attribute__((weak));
+void sgemm_(const char* transa, const char* transb, const void* m, const void* n, const void* k, const float* alpha,
+            const float* a, const void* lda, const float* b, const void* ldb, const float* beta, float* c,
+            const void* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const void* m, const void* n, const void* k, const double* alpha,
+            const double* a, const void* lda, const double* b, const void* ldb, const double* beta, double* c,
+            const void* ldc) __attribute__((weak));
 }
 
 namespace {
@@ -155,14 +157,13 @@ void product(const at::Tensor& x, const at::Tensor& W, bool transposed, at::Tens
   const int64_t rows = x.size(0), n_in = x.size(1), n_out = out.size(1);
   constexpr bool is_float = std::is_same_v<T, float>;
   const bool blas = (is_float ? sgemm_ != nullptr : dgemm_ != nullptr) &&
-                    std::max({rows, n_in, n_out}) < std::numeric_limits<int>::max();
-  if (!blas || rows == 0) {
+                    std::max({rows, n_in, n_out}) < std::numeric_limits<int32_t>::max();
+  if (!blas || rows == 0 || n_in == 0) {
     at::mm_out(out, x, transposed ? W.t() : W);
     return;
   }
   // column-major: out^T (n_out, rows) = op(W)^T (n_out, n_in) @ x^T (n_in, rows)
-  const int m = static_cast<int>(n_out), n = static_cast<int>(rows), k = static_cast<int>(n_in);
-  const int lda = static_cast<int>(transposed ? n_in : n_out), ldb = k, ldc = m;
+  const int64_t m = n_out, n = rows, k = n_in, lda = transposed ? n_in : n_out, ldb = n_in, ldc = n_out;
   const char ta = transposed ? 'T' : 'N', tb = 'N';
   const T one = 1, zero = 0;
   if constexpr (is_float) {

@@ -1,6 +1,7 @@
 """Centered RBM (Melchior, Fischer & Wiskott 2016): same distribution as the plain RBM,
 the centered gradient from autograd, offsets that move without changing the model."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -152,6 +153,16 @@ def test_centering_is_on_by_default_only_for_a_plain_rbm_with_the_trainers_own_o
     assert ebm.Trainer(rbm, centering=False).centering is False
     assert ebm.Trainer(ebm.CenteredRBM(6, 3)).centering is False
     assert ebm.Trainer(ebm.GaussianRBM(2, 3)).centering is False
+    # lr=None: the centred update's step shrinks with the model, 0.01 without it
+    def lr(trainer):
+        return trainer.optimizer.param_groups[0]["lr"]
+
+    assert lr(ebm.Trainer(ebm.RBM(64, 16))) == pytest.approx(0.03)
+    assert lr(ebm.Trainer(ebm.RBM(6, 3))) == pytest.approx(0.03)
+    assert lr(ebm.Trainer(ebm.RBM(784, 500))) == pytest.approx(0.96 / math.sqrt(784 * 500))
+    assert lr(ebm.Trainer(ebm.RBM(784, 500), centering=False)) == 0.01
+    assert lr(ebm.Trainer(ebm.CenteredRBM(784, 500))) == 0.01
+    assert lr(ebm.Trainer(ebm.RBM(784, 500), lr=0.2)) == 0.2
     with pytest.raises(ValueError, match=r"centering=True needs a plain ebm\.RBM"):
         ebm.Trainer(ebm.CenteredRBM(6, 3), centering=True)
     with pytest.raises(ValueError, match="centering must be 'auto', True or False"):

@@ -153,6 +153,7 @@ def test_centering_is_on_by_default_only_for_a_plain_rbm_with_the_trainers_own_o
     assert ebm.Trainer(rbm, centering=False).centering is False
     assert ebm.Trainer(ebm.CenteredRBM(6, 3)).centering is False
     assert ebm.Trainer(ebm.GaussianRBM(2, 3)).centering is False
+
     # lr=None: the centred update's step shrinks with the model, 0.01 without it
     def lr(trainer):
         return trainer.optimizer.param_groups[0]["lr"]

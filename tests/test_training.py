@@ -414,3 +414,25 @@ def test_default_epochs_are_twenty_or_enough_for_the_minimum_number_of_steps(mon
     assert len(history) == epochs
     with pytest.raises(ValueError, match="epochs must be a non-negative integer or None"):
         ebm.fit(ebm.RBM(64, 2), data, epochs=2.5)
+
+
+def test_a_default_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_one(monkeypatch, tmp_path):
+    """Every default (centred update, lr from the model size, epochs from the steps): a run
+    stopped after 2 epochs and resumed with ``epochs=None`` ends bit-for-bit as the run that
+    was not stopped."""
+    monkeypatch.setattr(ebm.training.trainer, "DEFAULT_MIN_STEPS", 12)
+    monkeypatch.setattr(ebm.training.trainer, "DEFAULT_EPOCHS", 3)
+    data = {"v": digits()[0][:25]}  # 3 steps an epoch: 4 epochs
+
+    class StopAfterTwo:
+        def on_epoch_end(self, trainer, epoch, metrics):
+            trainer.stop_training = epoch == 2
+
+    straight = ebm.RBM(64, 3, seed=1)
+    assert len(ebm.fit(straight, data, metrics=None)) == 4
+    stopped, path = ebm.RBM(64, 3, seed=1), tmp_path / "run.pt"
+    ebm.fit(stopped, data, metrics=None, checkpoint=path, callbacks=[StopAfterTwo()])
+    resumed = ebm.RBM(64, 3, seed=1)
+    assert len(ebm.fit(resumed, data, metrics=None, checkpoint=path, resume=path)) == 4
+    for name, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name

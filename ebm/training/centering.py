@@ -68,8 +68,8 @@ class CenteredUpdate:
     def centre_gradient(self) -> None:
         """``W.grad ← W.grad − a.grad λᵀ − μ b.gradᵀ`` (the gradient in centred coordinates)."""
         model = self.model
-        grad = model.W.grad
-        grad.addr_(model.a.grad, self.lam, alpha=-1.0).addr_(self.mu, model.b.grad, alpha=-1.0)
+        # both rank-1 terms in one product: one pass over W.grad (half the time at 784x500)
+        model.W.grad.addmm_(torch.stack((model.a.grad, self.mu), 1), torch.stack((self.lam, model.b.grad)), alpha=-1.0)
 
     def enter(self) -> None:
         """``a ← a + Wλ``, ``b ← b + Wᵀμ``."""

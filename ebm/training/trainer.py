@@ -1020,7 +1020,7 @@ def fit(
     data, Adam decayed linearly over 20 epochs or 20,000 steps (whichever is longer), each
     step taken in centred coordinates (``centering="auto"``: the model stays a plain RBM) at
     ``lr = min(0.03, 0.96 / sqrt(n_visible * n_hidden))``. On the 8x8 digits with 16 hidden
-    units (112 epochs, ~5 s on one core) that ends at -17.22 to -17.14 nats over 10 seeds
+    units (112 epochs, ~4-6 s on one core) that ends at -17.26 to -17.11 nats over 20 seeds
     (exact-gradient optimum about -17.06), past scikit-learn's -20.10 after the first epoch;
     on MNIST (60,000 rows) it stays 20 epochs. See ``benchmarks/RESULTS.md`` and ``Trainer``
     for every option (``centering``, ``schedule``, ``weight_decay``, ``energy_l2``,

@@ -345,7 +345,7 @@ def test_resuming_with_another_lr_or_optimizer_is_refused(tmp_path):
     data = {"v": bars_and_stripes(3)}
     path = tmp_path / "ckpt.pt"
     ebm.fit(ebm.RBM(9, 4), data, epochs=1, batch_size=8, metrics=None, checkpoint=path)
-    with pytest.raises(ValueError, match=r"trained with lr=0\.01, not 0\.5: resume with the same lr"):
+    with pytest.raises(ValueError, match=r"trained with lr=0\.03, not 0\.5: resume with the same lr"):
         ebm.fit(ebm.RBM(9, 4), data, epochs=2, batch_size=8, lr=0.5, metrics=None, resume=path)
     with pytest.raises(ValueError, match="trained with the Adam optimizer, not SGD: resume with the same optimizer"):
         ebm.fit(ebm.RBM(9, 4), data, epochs=2, batch_size=8, optimizer="sgd", metrics=None, resume=path)

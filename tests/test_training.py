@@ -410,8 +410,10 @@ def test_default_epochs_are_twenty_or_enough_for_the_minimum_number_of_steps(mon
     monkeypatch.setattr(ebm.training.trainer, "DEFAULT_MIN_STEPS", min_steps)
     monkeypatch.setattr(ebm.training.trainer, "DEFAULT_EPOCHS", 20)
     data = {"v": digits()[0][:25]}
-    history = ebm.fit(ebm.RBM(64, 2), data, metrics=None)
-    assert len(history) == epochs
+    trainer = ebm.Trainer(ebm.RBM(64, 2), metrics=None)
+    assert trainer.epochs is None
+    history = trainer.fit(data)
+    assert len(history) == epochs and trainer.epochs == epochs
     with pytest.raises(ValueError, match="epochs must be a non-negative integer or None"):
         ebm.fit(ebm.RBM(64, 2), data, epochs=2.5)
 

@@ -355,6 +355,12 @@ class Trainer:
         self._fast_gradient = False  # set by fit for RBMs
         self._centered: CenteredUpdate | None = None  # set by fit when centering is on
 
+    @property
+    def epochs(self) -> int | None:
+        """The total number of epochs of the current (or last) ``fit``, with ``epochs=None``
+        resolved; ``None`` before the first ``fit``."""
+        return self._epochs
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: parameters, optimizer, schedule, chains,

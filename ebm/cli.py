@@ -244,8 +244,8 @@ def _write_json(obj, path: Path) -> None:
 class EpochPrinter:
     """Training callback printing one line of metrics (nats per row) per epoch."""
 
-    def __init__(self, epochs: int, stream=None):
-        self.epochs, self.stream = epochs, stream or sys.stdout
+    def __init__(self, epochs: int | None = None, stream=None):
+        self.epochs, self.stream = epochs, stream or sys.stdout  # None: the trainer's total
         self.evaluation = ""  # the trainer's evaluation plan, printed whenever it changes
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict) -> None:
@@ -256,9 +256,10 @@ class EpochPrinter:
         if "log_likelihood" in metrics:
             keys = [k for k in keys if "pseudo_ll" not in k]
         parts = [f"{_METRIC_LABELS[k]} {metrics[k]:8.3f}" for k in keys]
-        width = len(str(self.epochs))
+        total = self.epochs or trainer.epochs
+        width = len(str(total))
         print(
-            f"epoch {epoch:>{width}}/{self.epochs}  " + "  ".join(parts) + f"  ({metrics['time']:.1f} s)",
+            f"epoch {epoch:>{width}}/{total}  " + "  ".join(parts) + f"  ({metrics['time']:.1f} s)",
             file=self.stream,
             flush=True,
         )
@@ -296,8 +297,8 @@ def train_run(
     settings: dict,
     method: str,
     k: int,
-    epochs: int,
-    lr: float,
+    epochs: int | None,
+    lr: float | None,
     batch_size: int,
     n_chains: int,
     seed: int,
@@ -523,7 +524,7 @@ def cmd_demo(args) -> None:
 def _demo(args) -> None:
     out: Path = args.out
     replaced = prepare_run_directory(out, resume=False, overwrite=args.overwrite)
-    epochs = args.epochs or (3 if args.fast else 20)
+    epochs = args.epochs or (3 if args.fast else None)  # None: ebm.fit's default
     train, test = digits("train")[0], digits("test")[0]
     model = ebm.RBM(64, 16, seed=args.seed)
     clear_run(replaced)
@@ -543,7 +544,7 @@ def _demo(args) -> None:
         method="pcd",
         k=1,
         epochs=epochs,
-        lr=0.01,
+        lr=None,
         batch_size=10,
         n_chains=100,
         seed=args.seed,
@@ -554,8 +555,8 @@ def _demo(args) -> None:
     )
 
     # long enough for the trained RBM's chains to mix (R-hat <= 1.01), so the demo shows no warning
-    steps, burn_in = (200, 0) if args.fast else (4000, 500)
-    chains = ebm.sample(model, ebm.Gibbs(), n_chains=64, n_steps=steps, burn_in=burn_in, thin=10, seed=args.seed)
+    steps, burn_in, thin = (200, 0, 10) if args.fast else (16000, 1000, 20)
+    chains = ebm.sample(model, ebm.Gibbs(), n_chains=64, n_steps=steps, burn_in=burn_in, thin=thin, seed=args.seed)
     save_chains(chains, out / CHAINS_FILE)
     # p(v | h) of the last sweep: the image each chain is "thinking of", without pixel noise
     with torch.no_grad():
@@ -580,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = command("demo", cmd_demo, "train an RBM on the bundled 8x8 digits (offline, under a minute) and plot it")
     demo.add_argument("--out", type=Path, default=Path("ebm-demo"), help="output directory (default: ebm-demo)")
-    demo.add_argument("--epochs", type=positive_int, help="training epochs (default 20; 3 with --fast)")
+    demo.add_argument("--epochs", type=positive_int, help="training epochs (default: ebm.fit's, 112; 3 with --fast)")
     demo.add_argument("--fast", action="store_true", help="a few epochs and short chains: a smoke test")
     demo.add_argument("--seed", type=nonnegative_int, default=0)
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
@@ -591,8 +592,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=positive_int, default=16, help="hidden units (default 16)")
     train.add_argument("--method", choices=("pcd", "cd", "replay"), default="pcd", help="negative phase (default pcd)")
     train.add_argument("--k", type=positive_int, default=1, help="sampler steps per batch (default 1)")
-    train.add_argument("--epochs", type=positive_int, default=20)
-    train.add_argument("--lr", type=positive_float, default=0.01, help="learning rate of Adam (default 0.01)")
+    train.add_argument(
+        "--epochs", type=positive_int, help="training epochs (default: ebm.fit's, 20 or enough for 20,000 steps)"
+    )
+    train.add_argument(
+        "--lr",
+        type=positive_float,
+        help="learning rate of Adam (default: ebm.fit's, min(0.03, 0.96/sqrt(visible*hidden)) for an RBM, else 0.01)",
+    )
     train.add_argument("--batch-size", type=positive_int, default=10)
     train.add_argument("--chains", type=positive_int, default=100, help="persistent chains (default 100)")
     train.add_argument("--seed", type=nonnegative_int, default=0)

@@ -93,10 +93,10 @@ class _TwoValued(Domain):
         return (up + down) - x
 
     def validate(self, name, x):
-        super().validate(name, x)
         down, up = self.values
-        bad = (x != down) & (x != up)
+        bad = (x != down) & (x != up)  # NaN and inf too: the NaN/inf passes run only on bad data
         if bad.any():
+            super().validate(name, x)
             example = x[bad][0].item()
             raise ValueError(
                 f"block '{name}' is {type(self).__name__} and takes only the values "

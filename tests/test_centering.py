@@ -1,6 +1,7 @@
 """Centered RBM (Melchior, Fischer & Wiskott 2016): same distribution as the plain RBM,
 the centered gradient from autograd, offsets that move without changing the model."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -119,3 +120,51 @@ def test_centering_needs_a_centered_model():
         ebm.fit(ebm.RBM(64, 4), {"v": x}, epochs=1, callbacks=[ebm.Centering()], metrics=None, progress=False)
     with pytest.raises(ValueError, match="rate"):
         ebm.Centering(rate=0.0)
+
+
+def test_the_trainers_centred_update_of_a_plain_rbm_is_the_centred_rbms_step():
+    """``centering=True`` on a plain RBM takes the steps (Adam, a clipped gradient) of the
+    ``CenteredRBM`` with offsets μ = data mean, λ = ½ started from the same distribution:
+    after training both are the same plain RBM (float64, round-off)."""
+    data = {"v": ebm.datasets.digits()[0][:40].double()}  # pixel means far from ½
+    plain = random_centered(64, 5, seed=6).to_rbm()
+    centred = ebm.CenteredRBM(64, 5).double()
+    with torch.no_grad():
+        centred.mu.copy_(data["v"].mean(0))
+        centred.lam.fill_(0.5)
+        centred.W.copy_(plain.W)
+        centred.a.copy_(plain.a + plain.W @ centred.lam)
+        centred.b.copy_(plain.b + centred.mu @ plain.W)
+    options = dict(epochs=3, batch_size=8, n_chains=8, lr=0.05, clip_grad=1.0, seed=2, metrics=None, init_bias=False)
+    ebm.fit(plain, data, centering=True, **options)
+    ebm.fit(centred, data, centering=False, **options)
+    back = centred.to_rbm()
+    for name in ("W", "a", "b"):
+        moved = (getattr(plain, name) - getattr(random_centered(64, 5, seed=6).to_rbm(), name)).abs().max()
+        assert moved > 0.05, name  # training moved it: the comparison is not of two starts
+        assert torch.allclose(getattr(plain, name), getattr(back, name), rtol=0, atol=1e-10), name
+
+
+def test_centering_is_on_by_default_only_for_a_plain_rbm_with_the_trainers_own_optimizer():
+    rbm = ebm.RBM(6, 3)
+    assert ebm.Trainer(rbm).centering is True
+    assert ebm.Trainer(rbm, optimizer="sgd").centering is True
+    assert ebm.Trainer(rbm, optimizer=torch.optim.SGD(rbm.parameters(), lr=0.1)).centering is False
+    assert ebm.Trainer(rbm, centering=False).centering is False
+    assert ebm.Trainer(ebm.CenteredRBM(6, 3)).centering is False
+    assert ebm.Trainer(ebm.GaussianRBM(2, 3)).centering is False
+
+    # lr=None: the centred update's step shrinks with the model, 0.01 without it
+    def lr(trainer):
+        return trainer.optimizer.param_groups[0]["lr"]
+
+    assert lr(ebm.Trainer(ebm.RBM(64, 16))) == pytest.approx(0.03)
+    assert lr(ebm.Trainer(ebm.RBM(6, 3))) == pytest.approx(0.03)
+    assert lr(ebm.Trainer(ebm.RBM(784, 500))) == pytest.approx(0.96 / math.sqrt(784 * 500))
+    assert lr(ebm.Trainer(ebm.RBM(784, 500), centering=False)) == 0.01
+    assert lr(ebm.Trainer(ebm.CenteredRBM(784, 500))) == 0.01
+    assert lr(ebm.Trainer(ebm.RBM(784, 500), lr=0.2)) == 0.2
+    with pytest.raises(ValueError, match=r"centering=True needs a plain ebm\.RBM"):
+        ebm.Trainer(ebm.CenteredRBM(6, 3), centering=True)
+    with pytest.raises(ValueError, match="centering must be 'auto', True or False"):
+        ebm.Trainer(rbm, centering="yes")

@@ -345,7 +345,7 @@ def test_resuming_with_another_lr_or_optimizer_is_refused(tmp_path):
     data = {"v": bars_and_stripes(3)}
     path = tmp_path / "ckpt.pt"
     ebm.fit(ebm.RBM(9, 4), data, epochs=1, batch_size=8, metrics=None, checkpoint=path)
-    with pytest.raises(ValueError, match=r"trained with lr=0\.01, not 0\.5: resume with the same lr"):
+    with pytest.raises(ValueError, match=r"trained with lr=0\.03, not 0\.5: resume with the same lr"):
         ebm.fit(ebm.RBM(9, 4), data, epochs=2, batch_size=8, lr=0.5, metrics=None, resume=path)
     with pytest.raises(ValueError, match="trained with the Adam optimizer, not SGD: resume with the same optimizer"):
         ebm.fit(ebm.RBM(9, 4), data, epochs=2, batch_size=8, optimizer="sgd", metrics=None, resume=path)
@@ -374,6 +374,28 @@ def test_runaway_parameters_stop_training_with_the_epoch_and_batch(tmp_path, opt
     kept = torch.load(path, weights_only=True)
     assert kept["epoch"] == 2
     assert max(p.abs().max() for p in kept["model"]["state_dict"].values()) < 100
+
+
+class NegativeWeightAt:
+    """Sets one weight to ``value`` at the end of epoch ``epoch``."""
+
+    def __init__(self, epoch, value):
+        self.epoch, self.value = epoch, value
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if epoch == self.epoch:
+            with torch.no_grad():
+                trainer.model.W[5, 3] = self.value
+
+
+@pytest.mark.parametrize("n_hidden", [4, 80])  # W below and above the size measured by amax/amin
+def test_runaway_check_sees_a_large_negative_parameter(n_hidden):
+    data = {"v": bars_and_stripes(3).repeat(1, 9)}
+    with pytest.raises(ebm.training.TrainingDiverged, match=r"epoch 2, batch 1: the parameters ran away to 1e\+06"):
+        ebm.fit(
+            ebm.RBM(81, n_hidden), data, epochs=2, batch_size=16, lr=1e-9, metrics=None,
+            callbacks=[NegativeWeightAt(1, -1e6)],
+        )  # fmt: skip
 
 
 def test_sampler_class_instead_of_instance_is_a_clear_type_error():

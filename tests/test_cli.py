@@ -94,6 +94,17 @@ def test_demo_fast(tmp_path, capsys):
     assert history[-1]["val_log_likelihood"] > -23.5
 
 
+def test_train_defaults_are_fits_and_epoch_lines_show_the_resolved_total(capsys):
+    args = cli.build_parser().parse_args(["train"])
+    assert args.epochs is None and args.lr is None  # ebm.fit resolves both (epochs by steps, lr by model size)
+
+    class Trainer:  # what EpochPrinter reads of the trainer
+        evaluation, epochs = "", 112
+
+    cli.EpochPrinter().on_epoch_end(Trainer(), 3, {"time": 1.0})
+    assert "epoch   3/112" in capsys.readouterr().out
+
+
 def test_train_sample_evaluate_plot(tmp_path, capsys):
     run_dir = tmp_path / "run"
     code, out, _ = run(

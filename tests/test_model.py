@@ -121,6 +121,8 @@ def test_init_visible_bias_is_clipped_log_odds():
         ({"v": torch.zeros(4, 5, dtype=torch.float64), "h": torch.zeros(4, 3)}, TypeError, "dtype"),
         ({"v": torch.zeros(4, 5, device="meta"), "h": torch.zeros(4, 3)}, ValueError, "is on meta"),
         ({"v": torch.full((4, 5), 0.5), "h": torch.zeros(4, 3)}, ValueError, "'v' is Binary"),
+        ({"v": torch.zeros(4, 5), "h": torch.tensor([[0.0, 1.0, float("inf")]] * 4)}, ValueError, "'h' contains inf"),
+        ({"v": torch.eye(4, 5).neg(), "h": torch.zeros(4, 3)}, ValueError, "'v' is Binary .* found -1"),
         ({"v": [[0.0] * 5], "h": torch.zeros(1, 3)}, TypeError, "must be a torch.Tensor"),
     ],
 )

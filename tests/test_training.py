@@ -402,3 +402,39 @@ def test_pcd_bars_and_stripes_gets_close_to_the_best_possible():
     rbm = ebm.RBM(9, 16, init_std=0.1, seed=0)
     ebm.fit(rbm, data, method="pcd", k=10, n_chains=500, epochs=1500, batch_size=14, lr=0.05, metrics=None)
     assert mean_ll(rbm, data) > -math.log(14) - 0.15
+
+
+@pytest.mark.parametrize(("min_steps", "epochs"), [(50, 20), (100, 34), (99, 33)])
+def test_default_epochs_are_twenty_or_enough_for_the_minimum_number_of_steps(monkeypatch, min_steps, epochs):
+    # 25 rows in batches of 10: 3 steps per epoch (the last batch holds 5 rows)
+    monkeypatch.setattr(ebm.training.trainer, "DEFAULT_MIN_STEPS", min_steps)
+    monkeypatch.setattr(ebm.training.trainer, "DEFAULT_EPOCHS", 20)
+    data = {"v": digits()[0][:25]}
+    trainer = ebm.Trainer(ebm.RBM(64, 2), metrics=None)
+    assert trainer.epochs is None
+    history = trainer.fit(data)
+    assert len(history) == epochs and trainer.epochs == epochs
+    with pytest.raises(ValueError, match="epochs must be a non-negative integer or None"):
+        ebm.fit(ebm.RBM(64, 2), data, epochs=2.5)
+
+
+def test_a_default_run_resumed_from_its_checkpoint_ends_as_the_uninterrupted_one(monkeypatch, tmp_path):
+    """Every default (centred update, lr from the model size, epochs from the steps): a run
+    stopped after 2 epochs and resumed with ``epochs=None`` ends bit-for-bit as the run that
+    was not stopped."""
+    monkeypatch.setattr(ebm.training.trainer, "DEFAULT_MIN_STEPS", 12)
+    monkeypatch.setattr(ebm.training.trainer, "DEFAULT_EPOCHS", 3)
+    data = {"v": digits()[0][:25]}  # 3 steps an epoch: 4 epochs
+
+    class StopAfterTwo:
+        def on_epoch_end(self, trainer, epoch, metrics):
+            trainer.stop_training = epoch == 2
+
+    straight = ebm.RBM(64, 3, seed=1)
+    assert len(ebm.fit(straight, data, metrics=None)) == 4
+    stopped, path = ebm.RBM(64, 3, seed=1), tmp_path / "run.pt"
+    ebm.fit(stopped, data, metrics=None, checkpoint=path, callbacks=[StopAfterTwo()])
+    resumed = ebm.RBM(64, 3, seed=1)
+    assert len(ebm.fit(resumed, data, metrics=None, checkpoint=path, resume=path)) == 4
+    for name, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name

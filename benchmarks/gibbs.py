@@ -32,11 +32,16 @@ def rates(n_visible: int, n_hidden: int, chains: int, device: str, recorded: boo
     W = rbm.W.detach()
     v = (torch.rand(chains, n_visible, device=device) < 0.5).float()
     h = (torch.rand(chains, n_hidden, device=device) < 0.5).float()
-    # size the runs from one short timing of the sampler (the slowest of the three), so that
-    # each timing takes ~`seconds` whatever the machine and its load
-    probe = time.perf_counter()
-    ebm.sample(rbm, ebm.Gibbs(), n_chains=chains, n_steps=5, thin=5, seed=0)
-    per_sweep = (time.perf_counter() - probe) / 5
+    # size the runs from two short timings of the sampler (the slowest of the three), so that
+    # each timing takes ~`seconds` whatever the machine and its load: their difference is the
+    # cost of a sweep without ebm.sample's fixed cost per call (state set-up, end-of-run
+    # checks), which would otherwise make small models' runs too short to amortise it
+    probes = []
+    for steps in (5, 25):
+        start = time.perf_counter()
+        ebm.sample(rbm, ebm.Gibbs(), n_chains=chains, n_steps=steps, thin=steps, seed=0)
+        probes.append(time.perf_counter() - start)
+    per_sweep = max((probes[1] - probes[0]) / 20, probes[1] / 25 / 10)
     n = int(min(max(seconds / per_sweep / (2 if recorded else 1), 10), 100_000))
 
     def bare():

@@ -221,6 +221,8 @@ def test_fused_draw_is_the_exact_draw_at_its_sigmoid(dtype):
     two_pass = compiled.bernoulli_(compiled.sigmoid_(logits.clone()), torch.Generator().manual_seed(7))
     assert torch.equal(fused, two_pass)
     assert torch.equal(sigmoid_bernoulli_(logits.clone(), torch.Generator().manual_seed(7)), fused)
+    ends = compiled.sigmoid_bernoulli_(torch.tensor([float("nan"), float("inf"), -float("inf"), 1e4, -1e4], dtype=dtype))
+    assert ends[0].isnan() and ends[1:].tolist() == [1.0, 0.0, 1.0, 0.0]
 
 
 def exact_sigmoid(x: torch.Tensor) -> torch.Tensor:

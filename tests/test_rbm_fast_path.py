@@ -158,3 +158,66 @@ def test_compiled_sweeps_leave_the_callers_tensors_alone():
     for name in ("v", "h"):
         assert torch.equal(sstate.state[name], kept[name])
         assert after.state[name].data_ptr() != sstate.state[name].data_ptr()
+
+
+def eighths(shape, generator, low=-16, high=17, dtype=torch.float32) -> torch.Tensor:
+    """Multiples of 1/8: products with 0/1 states are exact in float32 in any summation order,
+    so chunked and whole-matrix products give the same floats on any BLAS."""
+    return torch.randint(low, high, shape, generator=generator).to(dtype) / 8
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("centered", [False, True])
+def test_chunked_draw_is_the_fused_draw_of_the_whole_logits(dtype, centered):
+    """``rbm_draw`` (the compiled sweeps' draw: chunks of rows, product by BLAS, bias added in
+    the draw) against ``sigmoid_bernoulli_`` of the whole logits ``(x - offset) @ W + bias``
+    with the same generator state: the same draws. 1000 chains of 64x100 make 4 chunks of
+    250 rows, whose spans (25,000 and 16,000 units) end inside blocks of random bits."""
+    compiled = kernels.kernels()
+    if compiled is None:
+        pytest.skip("the compiled kernels are unavailable here")
+    generator = torch.Generator().manual_seed(12)
+    n_v, n_h, rows = 64, 100, 1000
+    assert compiled.rbm_chunk_rows(rows, n_v, n_h) == 250
+    W, a, b = (
+        eighths((n_v, n_h), generator, dtype=dtype),
+        eighths((n_v,), generator, dtype=dtype),
+        eighths((n_h,), generator, dtype=dtype),
+    )
+    mu, lam = (
+        (eighths((n_v,), generator, 0, 9, dtype), eighths((n_h,), generator, 0, 9, dtype)) if centered else (None, None)
+    )
+    v = (torch.rand(rows, n_v, generator=generator) < 0.5).to(dtype)
+    h = (torch.rand(rows, n_h, generator=generator) < 0.5).to(dtype)
+    for name, given, logits in (
+        ("h", v, (v - mu if centered else v) @ W + b),
+        ("v", h, (h - lam if centered else h) @ W.T + a),
+    ):
+        drawn = compiled.rbm_draw(W, a, b, name, given, mu, lam, torch.Generator().manual_seed(13))
+        whole = compiled.sigmoid_bernoulli_(logits, torch.Generator().manual_seed(13))
+        assert drawn.dtype == dtype and torch.equal(drawn, whole), name
+
+
+@pytest.mark.filterwarnings("ignore:Chains not mixed")
+def test_chunked_sweeps_do_not_depend_on_threads_and_match_step_by_step():
+    """Several chunks (1000 chains of 64x100): the same chains on 1, 2 and 3 threads, and the
+    same as one Python-level sweep per step (``draw_conditional`` per block)."""
+    if kernels.kernels() is None:
+        pytest.skip("the compiled kernels are unavailable here")
+    model = ebm.RBM(64, 100, seed=0)
+    with torch.no_grad():
+        model.W.normal_(0, 0.3, generator=torch.Generator().manual_seed(14))
+    run = {"n_chains": 1000, "n_steps": 3, "thin": 3, "seed": 15}
+    threads = torch.get_num_threads()
+    try:
+        chains = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            chains.append(ebm.sample(model, ebm.Gibbs(), **run))
+        slow = ebm.sample(model, step_by_step(), **run)
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("v", "h"):
+        for other in [*chains[1:], slow]:
+            assert torch.equal(chains[0].last[name], other.last[name]), name
+    assert 0.3 < chains[0].last["h"].mean() < 0.7

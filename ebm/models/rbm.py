@@ -70,21 +70,32 @@ class RBM(EnergyModel):
     ) -> torch.Tensor | None:
         """Gibbs's fused draw of block ``name`` given the other: one product into a new tensor,
         then sigmoid and exact Bernoulli draw in place in one pass
-        (``ebm.ops.bernoulli.sigmoid_bernoulli_``), no distribution object. The same
-        distribution as ``conditional`` followed by ``ebm.samplers.gibbs.draw``; the same draws
-        for the same generator on the eager fallback (``EBM_KERNELS=0``). ``(batch, n)``,
-        owned by the caller.
+        (``ebm.ops.bernoulli.sigmoid_bernoulli_``), no distribution object. With the compiled
+        kernels (CPU, float32/float64, 2-d states) this is their ``rbm_draw``, the draw of
+        ``gibbs_sweeps`` (chunks of rows, the bias added in the draw), so that one sweep per
+        call gives the same chains as several. The same distribution as ``conditional``
+        followed by ``ebm.samplers.gibbs.draw``; the same draws for the same generator on the
+        eager fallback (``EBM_KERNELS=0``). ``(batch, n)``, owned by the caller.
 
         Returns ``None`` (use ``conditional``) when a subclass redefines ``conditional``.
         """
         if type(self).conditional is not RBM.conditional:
             return None
-        if name == "h":
-            logits = self.hidden_logits(state["v"])
-        elif name == "v":
-            logits = self.visible_logits(state["h"])
-        else:
+        if name not in ("v", "h"):
             raise KeyError(f"RBM has no block '{name}'")
+        given = state["v" if name == "h" else "h"]
+        offsets = self._sweep_offsets()
+        if (
+            offsets is not None
+            and given.device.type == "cpu"
+            and given.dim() == 2
+            and given.dtype == self.W.dtype
+            and self.W.dtype in (torch.float32, torch.float64)
+        ):
+            compiled = kernels()
+            if compiled is not None:  # the compiled sweeps' own draw, so that their chains match these
+                return compiled.rbm_draw(self.W, self.a, self.b, name, given, *offsets, generator)
+        logits = self.hidden_logits(given) if name == "h" else self.visible_logits(given)
         return sigmoid_bernoulli_(logits, generator)
 
     def _sweep_offsets(self) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
@@ -98,7 +109,10 @@ class RBM(EnergyModel):
         """``k`` Gibbs sweeps in one call to the compiled kernels (``ebm.ops.kernels``), each
         drawing ``blocks`` (``"v"``, ``"h"``) in that order: the same ops and random draws as
         ``k`` sweeps of ``draw_conditional`` per block, so the same chains for the same
-        generator, without Python's dispatch per sweep (what dominates small models).
+        generator, without Python's dispatch per sweep (what dominates small models). The
+        chains are split into chunks of rows (from the sizes, not the thread count), each
+        swept ``k`` times by one thread, product and draw while the chunk is in cache, with
+        no synchronisation between sweeps; the draws do not depend on the thread count.
 
         Returns the new state ``{"v", "h"}`` (drawn blocks are new tensors), or ``None``
         (sweep block by block) without the kernels, off the CPU, for a dtype other than

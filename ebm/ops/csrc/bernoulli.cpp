@@ -15,6 +15,7 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>  // pybind11 with torch's Tensor and Generator casters
 
+#include "draw.h"
 #include "fastmath.h"
 
 #include <algorithm>
@@ -30,20 +31,15 @@ namespace {
 
 constexpr uint64_t kGamma = 0x9E3779B97F4A7C15ULL;
 constexpr uint64_t kTieKey = 0xD1B54A32D192ED03ULL;
-constexpr int64_t kBlock = 256;  // units per block
+constexpr int64_t kBlock = kDrawBlock;  // units per block
 constexpr int64_t kWords = kBlock / 4;  // random words per block
 constexpr int64_t kMaxLevels = 128;  // tie levels per unit (float64 needs at most ~70)
+constexpr int64_t kGrainBlocks = 64;  // blocks per thread at least: 16384 units, ~15 us of work
 
 inline uint64_t mix(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
   return z ^ (z >> 31);
-}
-
-uint64_t draw_key(std::optional<at::Generator> generator) {
-  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
-  std::lock_guard<std::mutex> lock(gen->mutex_);
-  return gen->random64();
 }
 
 // One level of the draw: clamp(2^16 q - bits, 0, 1): 1 (on), 0 (off), the residual of a
@@ -80,35 +76,41 @@ struct GivenWords {
 // the true sigmoid, tested against torch.sigmoid), branch-free so that it vectorises; NaN
 // stays NaN. float64: std::exp.
 inline float sigmoid(float x) {
-  return 1.0f / (1.0f + exp_clamped(std::min(std::max(-x, -87.3f), 104.0f)));  // beyond: 1 or 0 in float32
+  return 1.0f / (1.0f + exp_clamped(std::min(std::max(-x, -87.3f), 88.7f)));  // beyond: 1 or 0 in float32
 }
 inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-// One block of `count` <= kBlock probabilities (kLogits: logits, whose sigmoid is taken
-// first) at `q` into `y`; whether any unit tied. Branch-free, so that the compiler
-// vectorises it (kCount: a compile-time count, or 0).
-template <typename T, bool kLogits, int64_t kCount>
-inline bool first_level(const T* q, const uint32_t* bits, T* y, int64_t count) {
+// `count` <= kBlock probabilities (kLogits: logits, plus `bias` when given, whose sigmoid is
+// taken first) at `q` into `y`, with their 16-bit `bits`; whether any unit tied. Branch-free,
+// so that the compiler vectorises it (kCount: a compile-time count, or 0).
+template <typename T, bool kLogits, bool kBias, int64_t kCount>
+inline bool first_level(const T* q, const T* bias, const uint32_t* bits, T* y, int64_t count) {
   const int64_t n = kCount > 0 ? kCount : count;
   uint32_t tie = 0;  // an integer OR, which vectorises (a bool does not)
   for (int64_t j = 0; j < n; ++j) {
     T x = q[j];
+    if constexpr (kBias) x += bias[j];
     if constexpr (kLogits) x = sigmoid(x);
-    const T v = level(x, bits[j]);
-    y[j] = v;
-    tie |= static_cast<uint32_t>(v > T(0)) & static_cast<uint32_t>(v < T(1));  // NaN: no tie, stays NaN
+    // level(x, bits) with fewer ops than its two clamps: on, off, or the residual (a tie) or
+    // NaN, both flagged for draw_span's scalar pass (which leaves NaN as it is)
+    const T v = x * T(65536) - T(bits[j]);
+    const bool on = v >= T(1), off = v <= T(0);
+    y[j] = on ? T(1) : (off ? T(0) : v);
+    tie |= static_cast<uint32_t>(!on) & static_cast<uint32_t>(!off);
   }
   return tie != 0;
 }
 
-// Units [begin, end) of `p` (begin a multiple of kBlock), probabilities (kLogits: logits)
-// in, draws out.
+// Units [begin, end) of `p` (flat indices, any span), probabilities (kLogits: logits, plus the
+// bias `tile[index % n_cols]` when `tile` is given) in, draws out. Unit i's bits depend on i
+// alone (block i / kBlock, its position in it), so any split of a tensor into spans gives the
+// same draws.
 template <typename T, bool kLogits, typename Words>
-void draw_range(T* p, int64_t begin, int64_t end, Words first, uint64_t tie_key) {
+void draw_span(T* p, int64_t begin, int64_t end, Words first, uint64_t tie_key, const T* tile = nullptr,
+               int64_t n_cols = 1) {
   uint32_t bits[kBlock];
-  for (int64_t start = begin; start < end; start += kBlock) {
-    const int64_t count = std::min(kBlock, end - start);
-    const uint64_t first_word = static_cast<uint64_t>(start / 4);
+  for (int64_t block_start = begin / kBlock * kBlock; block_start < end; block_start += kBlock) {
+    const uint64_t first_word = static_cast<uint64_t>(block_start / 4);
     // unit j of the block takes part j / kWords of word j % kWords: contiguous stores
     for (int64_t j = 0; j < kWords; ++j) {
       const uint64_t word = first(first_word + static_cast<uint64_t>(j));
@@ -117,9 +119,19 @@ void draw_range(T* p, int64_t begin, int64_t end, Words first, uint64_t tie_key)
       bits[2 * kWords + j] = static_cast<uint32_t>((word >> 32) & 0xFFFFu);
       bits[3 * kWords + j] = static_cast<uint32_t>(word >> 48);
     }
+    const int64_t start = std::max(begin, block_start), stop = std::min(end, block_start + kBlock);
+    const int64_t count = stop - start;
+    const uint32_t* b = bits + (start - block_start);
     T* block = p + start;
-    const bool tie = count == kBlock ? first_level<T, kLogits, kBlock>(block, bits, block, count)
-                                     : first_level<T, kLogits, 0>(block, bits, block, count);
+    const T* bias = tile ? tile + start % n_cols : nullptr;
+    bool tie;
+    if (count == kBlock) {
+      tie = bias ? first_level<T, kLogits, true, kBlock>(block, bias, b, block, count)
+                 : first_level<T, kLogits, false, kBlock>(block, bias, b, block, count);
+    } else {
+      tie = bias ? first_level<T, kLogits, true, 0>(block, bias, b, block, count)
+                 : first_level<T, kLogits, false, 0>(block, bias, b, block, count);
+    }
     if (tie) {
       for (int64_t j = 0; j < count; ++j) {
         if (block[j] > T(0) && block[j] < T(1)) block[j] = resolve_tie(block[j], tie_key, start + j);
@@ -132,8 +144,8 @@ template <typename T, bool kLogits, typename Words>
 void draw_all(T* p, int64_t n, Words first, uint64_t key) {
   const uint64_t tie_key = mix(key ^ kTieKey);
   const int64_t n_blocks = (n + kBlock - 1) / kBlock;
-  at::parallel_for(0, n_blocks, 256, [&](int64_t b0, int64_t b1) {
-    draw_range<T, kLogits>(p, b0 * kBlock, std::min(b1 * kBlock, n), first, tie_key);
+  at::parallel_for(0, n_blocks, kGrainBlocks, [&](int64_t b0, int64_t b1) {
+    draw_span<T, kLogits>(p, b0 * kBlock, std::min(b1 * kBlock, n), first, tie_key);
   });
 }
 
@@ -144,6 +156,19 @@ void check(const at::Tensor& t, const char* what) {
 }
 
 }  // namespace
+
+uint64_t draw_key(std::optional<at::Generator> generator) {
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return gen->random64();
+}
+
+void sigmoid_draw_span(float* p, int64_t begin, int64_t end, uint64_t key, const float* tile, int64_t n_cols) {
+  draw_span<float, true>(p, begin, end, HashWords{key}, mix(key ^ kTieKey), tile, n_cols);
+}
+void sigmoid_draw_span(double* p, int64_t begin, int64_t end, uint64_t key, const double* tile, int64_t n_cols) {
+  draw_span<double, true>(p, begin, end, HashWords{key}, mix(key ^ kTieKey), tile, n_cols);
+}
 
 // p (probabilities) -> exact Bernoulli(p) draws, in place.
 at::Tensor bernoulli_(at::Tensor p, std::optional<at::Generator> generator) {
@@ -212,6 +237,10 @@ std::vector<at::Tensor> rbm_sweeps(const at::Tensor& W, const at::Tensor& a, con
                                    at::Tensor h, const std::vector<std::string>& order, int64_t k,
                                    const std::optional<at::Tensor>& mu, const std::optional<at::Tensor>& lam,
                                    std::optional<at::Generator> generator);
+at::Tensor rbm_draw(const at::Tensor& W, const at::Tensor& a, const at::Tensor& b, const std::string& name,
+                    const at::Tensor& x, const std::optional<at::Tensor>& mu, const std::optional<at::Tensor>& lam,
+                    std::optional<at::Generator> generator);
+int64_t rbm_chunk_rows(int64_t rows, int64_t n_visible, int64_t n_hidden);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rbm_gradient", &rbm_gradient, "the RBM's surrogate and its gradient by products", pybind11::arg("W"),
@@ -224,6 +253,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("v"), pybind11::arg("h"), pybind11::arg("order"),
         pybind11::arg("k"), pybind11::arg("mu") = pybind11::none(), pybind11::arg("lam") = pybind11::none(),
         pybind11::arg("generator") = pybind11::none());
+  m.def("rbm_draw", &rbm_draw, "one Gibbs draw of the RBM's block `name` given the other block x",
+        pybind11::arg("W"), pybind11::arg("a"), pybind11::arg("b"), pybind11::arg("name"), pybind11::arg("x"),
+        pybind11::arg("mu") = pybind11::none(), pybind11::arg("lam") = pybind11::none(),
+        pybind11::arg("generator") = pybind11::none());
+  m.def("rbm_chunk_rows", &rbm_chunk_rows, "tests: rows per chunk of rbm_sweeps and rbm_draw");
   m.def("bernoulli_", &bernoulli_, "exact Bernoulli draws in place", pybind11::arg("p"), pybind11::arg("generator") = pybind11::none());
   m.def("sigmoid_bernoulli_", &sigmoid_bernoulli_, "exact Bernoulli(sigmoid(logits)) draws in place",
         pybind11::arg("logits"), pybind11::arg("generator") = pybind11::none());

@@ -5,9 +5,9 @@
 #include <cstdint>
 #include <cstring>
 
-// e^t for t in [-87.3, 104] by Cephes' expf: range reduction by ln 2 in two parts, a degree-6
-// polynomial, 2^n by the exponent bits (as two normal powers of two, n up to 151). Within
-// 2 ulp of the true value; NaN stays NaN.
+// e^t for t in [-87.3, 88.7] by Cephes' expf: range reduction by ln 2 in two parts, a degree-6
+// polynomial, 2^n (n in [-126, 128]) by the exponent bits: within 2 ulp of the true value
+// where that is below FLT_MAX, +inf from t ~ 88.38 on (n = 128). NaN stays NaN.
 inline float exp_clamped(float t) {
   const float n = std::floor(t * 1.44269504088896341f + 0.5f);
   t = t - n * 0.693359375f + n * 2.12194440e-4f;
@@ -18,10 +18,8 @@ inline float exp_clamped(float t) {
   poly = poly * t + 1.6666665459e-1f;
   poly = poly * t + 5.0000001201e-1f;
   const float e = poly * t * t + t + 1.0f;
-  const int32_t half = static_cast<int32_t>(n) >> 1;
-  const int32_t bits_a = (half + 127) << 23, bits_b = (static_cast<int32_t>(n) - half + 127) << 23;
-  float scale_a, scale_b;
-  std::memcpy(&scale_a, &bits_a, sizeof scale_a);
-  std::memcpy(&scale_b, &bits_b, sizeof scale_b);
-  return e * scale_a * scale_b;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return e * scale;
 }

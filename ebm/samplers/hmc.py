@@ -141,7 +141,10 @@ class HMC(GradientSampler):
         blocks: the blocks to update (default: all non-observed ones).
 
     Info per step, each ``(n_chains,)``: ``accept_prob``, ``accepted``, ``energy_error``
-    (``ΔH``), ``divergent``, ``energy``, ``step_size``, ``n_leapfrog``.
+    (``ΔH``), ``divergent``, ``energy``, ``step_size``, ``n_leapfrog``, ``hamiltonian`` (``H``
+    at the kept point, nats: the end of the trajectory if accepted, else the start with the
+    fresh momentum; with ``refreshes``, the last transition's), from which the summary and
+    ``ebm.sample``'s check compute each chain's E-BFMI (``ebm.diagnostics.e_bfmi``).
     """
 
     target_accept = 0.65
@@ -225,6 +228,7 @@ class HMC(GradientSampler):
             "accept_prob": torch.stack([i["accept_prob"] for i in infos]).mean(0),
             "accepted": torch.stack([i["accepted"] for i in infos]).any(0),
             "energy_error": infos[-1]["energy_error"],
+            "hamiltonian": infos[-1]["hamiltonian"],
             "divergent": torch.stack([i["divergent"] for i in infos]).any(0),
             "n_leapfrog": torch.stack([i["n_leapfrog"] for i in infos]).sum(0),
         }
@@ -256,7 +260,7 @@ class HMC(GradientSampler):
             origin = torch.zeros_like(x)
             z, new_p, new_energy, _ = leapfrog(potential, origin, noise, grad @ factor, step_size, 1.0, n_leapfrog)
             new_x, new_grad = x + z @ factor.T, last["grad"]
-            kinetic_change = 0.5 * (new_p.square().sum(-1) - noise.square().sum(-1))
+            new_kinetic = 0.5 * new_p.square().sum(-1)
         else:
             momentum = noise / s.inv_mass.sqrt()
 
@@ -264,8 +268,9 @@ class HMC(GradientSampler):
                 return energy_and_grad(model, s.layout, s.state, position)
 
             new_x, new_p, new_energy, new_grad = leapfrog(potential, x, momentum, grad, step_size, s.inv_mass, n_leapfrog)
-            kinetic_change = 0.5 * ((new_p.square() * s.inv_mass).sum(-1) - noise.square().sum(-1))
-        energy_error = new_energy - energy + kinetic_change
+            new_kinetic = 0.5 * (new_p.square() * s.inv_mass).sum(-1)
+        kinetic = 0.5 * noise.square().sum(-1)  # ½ pᵀ M⁻¹ p of the fresh momentum p = M^½ noise
+        energy_error = new_energy - energy + new_kinetic - kinetic
         finite = finite_rows(new_energy, new_grad)
         accept_prob, accepted = self.metropolis_accept(-energy_error, finite, generator)
         divergent = ~finite | (energy_error > MAX_ENERGY_ERROR)
@@ -275,6 +280,8 @@ class HMC(GradientSampler):
             "energy_error": energy_error,
             "divergent": divergent,
             "n_leapfrog": torch.full_like(accept_prob, n_leapfrog),
+            # H at the kept point (Stan's energy__): its changes from draw to draw give E-BFMI
+            "hamiltonian": torch.where(accepted, new_energy + new_kinetic, energy + kinetic),
         }
         if s.trajectory is not None and s.adaptation is not None:
             if s.dense:

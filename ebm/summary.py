@@ -143,9 +143,11 @@ class Summary(dict):
     ``"ess"`` is the bulk ESS and ``"mcse"`` the MCSE of the mean (see ``ebm.diagnostics``).
     Entries are the sampled blocks, ``"energy"`` and any scalar functions of the state that
     were asked for (shape ``()``). Sampler statistics (acceptance, divergences, step size,
-    and for HMC the lowest E-BFMI over chains and how many are below 0.3) are in ``.sampler``. Printing shows a table: one row per site for small blocks, and the
-    minimum / median / maximum over the non-constant sites for large ones (with the number
-    of constant sites); R-hat above 1.01 or infinite is starred and ESS below 100 marked ``!``.
+    and for HMC the lowest E-BFMI over chains and how many are below 0.3) are in ``.sampler``.
+    Printing shows a table: one row per site for small blocks, and the minimum / median /
+    maximum over the non-constant sites for large ones (with the number of constant sites);
+    R-hat above 1.01 or infinite is starred and ESS below 100 marked ``!``; a low E-BFMI gets
+    a ``!`` line with advice.
 
     ``separate_targets`` records that the chains were clamped to different observed rows, so
     R-hat was not computed.

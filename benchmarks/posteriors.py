@@ -275,6 +275,9 @@ SAMPLERS = {
     "HMC()": lambda: ebm.HMC(),
     "HMC(dense_mass=False)": lambda: ebm.HMC(dense_mass=False),
     "HMC(step_range=1000, refreshes=8)": lambda: ebm.HMC(step_range=1000.0, refreshes=8),
+    "HMC(tempering=2)": lambda: ebm.HMC(tempering=2.0),
+    "HMC(tempering=4)": lambda: ebm.HMC(tempering=4.0),
+    "HMC(tempering=10)": lambda: ebm.HMC(tempering=10.0),
     "HMC(0.1, 10)": lambda: ebm.HMC(0.1, 10),
     "Langevin()": lambda: ebm.Langevin(),
 }

@@ -160,8 +160,11 @@ class HMC(GradientSampler):
             the momentum is scaled up step by step in the first half of each trajectory, so
             that the kinetic energy is ``τ`` times larger at its middle, and back down in the
             second half: still an exact HMC kernel (volume-preserving and reversible), and a
-            transition can change the energy by more than one momentum draw does. Off (1) by
-            default; see docs/many-chains.md.
+            transition can change the energy by more than one momentum draw does. After
+            warm-up only: warm-up tunes ``ε`` and ``T`` on plain trajectories (a tempered one's
+            energy error does not vanish as ``ε -> 0``, so dual averaging would shrink ``ε``
+            for nothing). Off (1) by default; it does not help the centred eight schools (see
+            docs/many-chains.md).
         max_leapfrog: cap on the leapfrog steps of one transition (adaptive mode).
         adapt_step_size, adapt_mass, per_chain, mass_estimator: warm-up tuning; see
             ``ebm.samplers.adaptation``.
@@ -301,7 +304,7 @@ class HMC(GradientSampler):
                 potential, origin, noise, grad @ factor, step_size, 1.0, n_leapfrog, tempering
             )
             new_x, new_grad = x + z @ factor.T, last["grad"]
-            new_kinetic = 0.5 * new_p.square().sum(-1)
+            new_square = new_p.square().sum(-1)
         else:
             momentum = noise / s.inv_mass.sqrt()
 
@@ -311,9 +314,9 @@ class HMC(GradientSampler):
             new_x, new_p, new_energy, new_grad = leapfrog(
                 potential, x, momentum, grad, step_size, s.inv_mass, n_leapfrog, tempering
             )
-            new_kinetic = 0.5 * (new_p.square() * s.inv_mass).sum(-1)
-        kinetic = 0.5 * noise.square().sum(-1)  # ½ pᵀ M⁻¹ p of the fresh momentum p = M^½ noise
-        energy_error = new_energy - energy + new_kinetic - kinetic
+            new_square = (new_p.square() * s.inv_mass).sum(-1)
+        square = noise.square().sum(-1)  # pᵀ M⁻¹ p of the fresh momentum p = M^½ noise
+        energy_error = new_energy - energy + 0.5 * (new_square - square)
         finite = finite_rows(new_energy, new_grad)
         accept_prob, accepted = self.metropolis_accept(-energy_error, finite, generator)
         divergent = ~finite | (energy_error > MAX_ENERGY_ERROR)
@@ -324,7 +327,7 @@ class HMC(GradientSampler):
             "divergent": divergent,
             "n_leapfrog": torch.full_like(accept_prob, n_leapfrog),
             # H at the kept point (Stan's energy__): its changes from draw to draw give E-BFMI
-            "hamiltonian": torch.where(accepted, new_energy + new_kinetic, energy + kinetic),
+            "hamiltonian": torch.where(accepted, new_energy + 0.5 * new_square, energy + 0.5 * square),
         }
         if s.trajectory is not None and s.adaptation is not None:
             if s.dense:

@@ -19,7 +19,8 @@ Each ebm run: 1,024 chains, the sampler's defaults, ``--burn-in`` warm-up and ``
 draws. Pyro: one NUTS chain with its defaults (``--nuts-warmup`` + ``--nuts-draws``), warm-up
 counted in its time as in ours. Printed per run: max R-hat, min bulk/tail ESS, the largest
 ``|estimate − exact| / MCSE`` of the means and of the sds, divergences, restarted chains,
-seconds, min-ESS/s and its ratio to NUTS's, measured in the same run.
+seconds, min-ESS/s and its ratio to NUTS's, measured in the same run, and for ebm's HMC the
+E-BFMI over chains (min / median, and how many chains are below 0.3).
 
 BlackJAX (optional): ``--blackjax-python PATH``, an interpreter of a separate environment with
 ``blackjax`` and ``jax`` (``python3 -m venv /tmp/bjx && /tmp/bjx/bin/pip install blackjax jax``),
@@ -48,7 +49,7 @@ from pyro.infer import MCMC, NUTS
 
 import ebm
 from benchmarks.common import hardware
-from ebm.diagnostics import compute
+from ebm.diagnostics import compute, e_bfmi
 
 Y = torch.tensor([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0], dtype=torch.float64)
 SIGMA = torch.tensor([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0], dtype=torch.float64)
@@ -222,6 +223,9 @@ def run_ebm(posterior: Posterior, sampler: ebm.samplers.base.Sampler, args) -> d
         rescued=int(s.rescued.gt(0).sum()) if getattr(s, "rescued", None) is not None else 0,
         leapfrog=chains.stats["n_leapfrog"].double().mean().item() if "n_leapfrog" in chains.stats else 1.0,
     )
+    if "hamiltonian" in chains.stats:
+        bfmi = e_bfmi(chains.stats["hamiltonian"])
+        out.update(bfmi_min=bfmi.min().item(), bfmi_median=bfmi.median().item(), bfmi_low=int((~(bfmi >= 0.3)).sum()))
     return out
 
 
@@ -271,6 +275,9 @@ SAMPLERS = {
     "HMC()": lambda: ebm.HMC(),
     "HMC(dense_mass=False)": lambda: ebm.HMC(dense_mass=False),
     "HMC(step_range=1000, refreshes=8)": lambda: ebm.HMC(step_range=1000.0, refreshes=8),
+    "HMC(tempering=2)": lambda: ebm.HMC(tempering=2.0),
+    "HMC(tempering=4)": lambda: ebm.HMC(tempering=4.0),
+    "HMC(tempering=10)": lambda: ebm.HMC(tempering=10.0),
     "HMC(0.1, 10)": lambda: ebm.HMC(0.1, 10),
     "Langevin()": lambda: ebm.Langevin(),
 }
@@ -296,7 +303,7 @@ def main() -> None:
     print(f"# {hardware()}; load average {os.getloadavg()[0]:.2f}")
     print(f"# ebm: {args.chains} chains, burn_in={args.burn_in}, n_steps={args.steps}, seed={args.seed}")
     header = f"{'posterior':<26}{'sampler':<34}{'R-hat':>7}{'minESS':>8}{'z_mean':>8}{'z_sd':>7}"
-    print(header + f"{'div':>7}{'rescued':>8}{'L':>6}{'sec':>8}{'ESS/s':>9}{'vs NUTS':>8}")
+    print(header + f"{'div':>7}{'rescued':>8}{'L':>6}{'sec':>8}{'ESS/s':>9}{'vs NUTS':>8}  E-BFMI min/median (<0.3)")
     for name in args.posteriors:
         posterior = POSTERIORS[name]()
         nuts_rate = math.nan
@@ -319,7 +326,8 @@ def main() -> None:
             print(
                 f"{name:<26}{label:<34}{r['rhat']:>7.3f}{r['ess']:>8.0f}{r['z_mean']:>8.1f}{r['z_sd']:>7.1f}"
                 f"{r['divergent']:>7}{r['rescued']:>8}{r['leapfrog']:>6.1f}{r['seconds']:>8.1f}{rate:>9.1f}"
-                f"{rate / nuts_rate:>8.2f}",
+                f"{rate / nuts_rate:>8.2f}"
+                + (f"  {r['bfmi_min']:.3f}/{r['bfmi_median']:.3f} ({r['bfmi_low']})" if "bfmi_min" in r else ""),
                 flush=True,
             )
     print(f"# load average at the end {os.getloadavg()[0]:.2f}")

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from ebm.chains import Chains
 
 # ArviZ's names for the usual sampler statistics
-_STAT_NAMES = {"accept_prob": "acceptance_rate", "divergent": "diverging"}
+_STAT_NAMES = {"accept_prob": "acceptance_rate", "divergent": "diverging", "hamiltonian": "energy"}
 
 
 def _arviz() -> Any:

@@ -11,7 +11,9 @@ block, on the draws' device:
 - ``rhat(x)``: the larger of the rank-normalised split R-hat and the rank-normalised split
   R-hat of the draws folded about their median (which catches chains that differ in spread);
 - ``mcse(x)``: MCSE of the mean, ``sd / sqrt(ess(x, "mean"))``; ``mcse(x, method="sd")``:
-  MCSE of the standard deviation, by the delta method on ``E[(x - mean)^2]`` as ArviZ does.
+  MCSE of the standard deviation, by the delta method on ``E[(x - mean)^2]`` as ArviZ does;
+- ``e_bfmi(h)``: per chain, the energy Bayesian fraction of missing information of HMC's
+  Hamiltonian at the draws (Betancourt 2016), as Stan and ArviZ's ``bfmi``.
 
 Every ESS uses Geyer's initial monotone sequence on FFT autocovariances with the integrated
 autocorrelation time bounded below, ``tau >= 1 / log10(n_draws * n_chains)`` (as Stan and
@@ -223,6 +225,39 @@ class _Chunk:
         var = square.mean((1, 2))
         var_of_var = ((square**2).mean((1, 2)) - var**2) / _geyer_ess(_split(square))
         return (var_of_var / var / 4).sqrt()
+
+
+#: chains with an E-BFMI below this explore the energy too slowly (Stan's threshold, Betancourt 2016)
+E_BFMI_THRESHOLD = 0.3
+
+
+def e_bfmi(hamiltonian: torch.Tensor) -> torch.Tensor:
+    """Energy Bayesian fraction of missing information of each chain (Betancourt 2016, "Diagnosing
+    suboptimal cotangent disintegrations in Hamiltonian Monte Carlo"), shape ``(n_chains,)``.
+
+    ``Σ_t (H_t − H_{t−1})² / Σ_t (H_t − H̄)²`` over a chain's draws, where ``H_t`` is the
+    Hamiltonian (nats) at draw ``t``, as Stan and ArviZ compute it. The numerator measures how
+    far one momentum refresh moves the energy, the denominator the energy's spread over the
+    posterior: about 1 when a refresh can reach any energy level in one transition (a Gaussian
+    target), below ``E_BFMI_THRESHOLD`` when the chain explores the energy by a slow random
+    walk that no trajectory length fixes (a funnel: reparameterise). With ``thin > 1``, ``H_t``
+    is ``thin`` steps apart.
+
+    Args:
+        hamiltonian: ``(n_draws, n_chains)``, e.g. ``chains.stats["hamiltonian"]`` of ``ebm.HMC``.
+
+    Returns:
+        ``(n_chains,)`` float64; NaN for a chain with fewer than 2 draws, a constant energy or a
+        NaN/inf value.
+    """
+    h = torch.as_tensor(hamiltonian).detach().double()
+    if h.dim() != 2:
+        raise ValueError(f"e_bfmi needs a Hamiltonian laid out as (n_draws, n_chains), got shape {tuple(h.shape)}")
+    if h.shape[0] < 2:
+        return torch.full(h.shape[1:], float("nan"), dtype=h.dtype, device=h.device)
+    steps = h.diff(dim=0).square().sum(0)
+    spread = (h - h.mean(0)).square().sum(0)
+    return torch.where(spread > 0, steps / spread, torch.full_like(spread, float("nan")))
 
 
 #: every statistic ``compute`` knows

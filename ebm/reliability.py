@@ -1,6 +1,7 @@
 """``warn_unreliable``: the one warning ``ebm.sample`` gives when its draws should not be trusted.
 
-``ebm.sample`` checks, at the end of every run: divergent transitions, and R-hat
+``ebm.sample`` checks, at the end of every run: divergent transitions, each HMC chain's
+E-BFMI (below ``diagnostics.E_BFMI_THRESHOLD`` = 0.3, from the ``hamiltonian`` record), and R-hat
 (``> RHAT_THRESHOLD`` or infinite) and bulk/tail ESS (``< ESS_THRESHOLD``) of the energy and
 of every sampled block. So that the check stays cheap for big blocks (an RBM's 784 pixels x
 1000 chains x many draws), a block with more than ``CHECK_DRAWS`` draws in all is checked
@@ -21,7 +22,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ebm.summary import ESS_THRESHOLD, RHAT_THRESHOLD, Summary, summarize
+from ebm.summary import (
+    E_BFMI_ADVICE,
+    ESS_THRESHOLD,
+    RHAT_THRESHOLD,
+    Summary,
+    e_bfmi_digest,
+    e_bfmi_problem,
+    summarize,
+)
 
 if TYPE_CHECKING:
     from ebm.chains import Chains
@@ -169,7 +178,7 @@ def nan_energy_problems(chains: Chains) -> list[str]:
 
 def warn_unreliable(chains: Chains, sampler: Sampler | None = None, burn_in: int = 0) -> None:
     """One ``RuntimeWarning`` listing what makes the draws unreliable (divergences, unstable
-    unadjusted Langevin, R-hat, low ESS of the checked sites, see ``check``) with advice;
+    unadjusted Langevin, chains with a low E-BFMI, R-hat, low ESS of the checked sites, see ``check``) with advice;
     silent when nothing is."""
     lines = []
     if chains.n_divergent:
@@ -188,6 +197,10 @@ def warn_unreliable(chains: Chains, sampler: Sampler | None = None, burn_in: int
             "chain(s) were taken with an energy error above 1000 nats, so the chains are blowing up and their draws "
             "mean nothing. Lower the step size, or use metropolis=True."
         )
+    hamiltonian = chains.stats.get("hamiltonian")
+    low_energy = None if hamiltonian is None else e_bfmi_problem(e_bfmi_digest(hamiltonian), chains.n_chains)
+    if low_energy:
+        lines.append(f"{low_energy}: {E_BFMI_ADVICE}.")
     if chains.n_draws >= 4:
         mixing = check(chains).problems()
         if mixing:

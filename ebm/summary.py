@@ -3,7 +3,8 @@
 ``summarize`` turns draws ``(n_draws, n_chains, *shape)`` into mean, sd, MCSE of the mean
 and of the sd, bulk and tail ESS and rank-normalised R-hat (``ebm.diagnostics``), each of
 shape ``shape``; ``Summary`` collects these per block (and per scalar function of the state)
-together with the sampler's statistics, and flags what makes them unreliable.
+together with the sampler's statistics (HMC's per-chain E-BFMI among them), and flags what
+makes them unreliable.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ RHAT_THRESHOLD = 1.01
 #: tenth of the sd and ESS and R-hat are themselves unreliable (Vehtari et al. 2021, sec. 4)
 ESS_THRESHOLD = 100
 #: ``summary.sampler`` keys for the sampler's per-step records
+#: ``summary.sampler`` keys of the E-BFMI digest (``ebm.HMC``'s ``hamiltonian`` record)
+E_BFMI_MIN, E_BFMI_LOW = "min E-BFMI", f"chains E-BFMI < {diagnostics.E_BFMI_THRESHOLD}"
+#: what a low E-BFMI means and what to do, shown by the summary and by ``ebm.sample``'s warning
+E_BFMI_ADVICE = (
+    "one momentum draw moves the energy far less than its spread over the posterior, so these chains explore the "
+    "energy by a slow random walk (a funnel's neck, as in a centred hierarchical model); the energy, not the "
+    "trajectory length or step size, limits mixing: reparameterise (write hierarchical models non-centred, "
+    "theta = mu + tau * eta; docs: Many chains, one warm-up)"
+)
 SAMPLER_LABELS = {
     "accept_prob": "mean accept prob",  # E[min(1, exp(-dH))]: the Metropolis acceptance probability
     "accepted": "accepted fraction",  # the fraction of proposals actually accepted (a coin flip on the above)
@@ -75,10 +85,15 @@ def sampler_statistics(stats: dict[str, torch.Tensor]) -> dict[str, float | int]
     """Digest of the per-draw sampler records in ``chains.stats``: means (of the finite values)
     and the count of divergences, labelled by ``SAMPLER_LABELS`` (``accept_prob`` -> ``mean
     accept prob``: the mean Metropolis acceptance probability; ``accepted`` -> ``accepted
-    fraction``: the fraction of proposals accepted), other records as ``mean {key}``."""
+    fraction``: the fraction of proposals accepted), other records as ``mean {key}``. HMC's
+    ``hamiltonian`` record (4 draws or more) gives each chain's E-BFMI
+    (``ebm.diagnostics.e_bfmi``), digested as its minimum over chains (``E_BFMI_MIN``) and the
+    number of chains below ``E_BFMI_THRESHOLD`` or undefined (``E_BFMI_LOW``)."""
     out: dict[str, float | int] = {}
     for key, value in stats.items():
-        if key == "divergent":
+        if key == "hamiltonian":
+            out.update(e_bfmi_digest(value))
+        elif key == "divergent":
             out["divergences"] = int(value.sum())
         elif key in SAMPLER_LABELS:
             out[SAMPLER_LABELS[key]] = value.double().mean().item()
@@ -87,6 +102,26 @@ def sampler_statistics(stats: dict[str, torch.Tensor]) -> dict[str, float | int]
             finite = value.double()[value.double().isfinite()]
             out[f"mean {key}"] = finite.mean().item() if finite.numel() else float("nan")
     return out
+
+
+def e_bfmi_digest(hamiltonian: torch.Tensor) -> dict[str, float | int]:
+    """``{E_BFMI_MIN: worst chain, E_BFMI_LOW: chains below the threshold}`` from the
+    Hamiltonian at the draws ``(n_draws, n_chains)``; empty with fewer than 4 draws. A chain
+    whose E-BFMI is undefined (NaN/inf energy) counts as low: none is hidden."""
+    if hamiltonian.shape[0] < 4:
+        return {}
+    values = diagnostics.e_bfmi(hamiltonian)
+    finite = values[values.isfinite()]
+    worst = finite.min().item() if finite.numel() else float("nan")
+    return {E_BFMI_MIN: worst, E_BFMI_LOW: int((~(values >= diagnostics.E_BFMI_THRESHOLD)).sum())}
+
+
+def e_bfmi_problem(sampler: dict[str, float | int], n_chains: int) -> str | None:
+    """One line naming the chains with a low E-BFMI (from ``e_bfmi_digest``), or ``None``."""
+    low = sampler.get(E_BFMI_LOW, 0)
+    if not low:
+        return None
+    return f"E-BFMI < {diagnostics.E_BFMI_THRESHOLD} in {low} of {n_chains} chains (min {sampler[E_BFMI_MIN]:.3g})"
 
 
 def flags(entry: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -107,10 +142,12 @@ class Summary(dict):
 
     ``"ess"`` is the bulk ESS and ``"mcse"`` the MCSE of the mean (see ``ebm.diagnostics``).
     Entries are the sampled blocks, ``"energy"`` and any scalar functions of the state that
-    were asked for (shape ``()``). Sampler statistics (acceptance, divergences, step size)
-    are in ``.sampler``. Printing shows a table: one row per site for small blocks, and the
-    minimum / median / maximum over the non-constant sites for large ones (with the number
-    of constant sites); R-hat above 1.01 or infinite is starred and ESS below 100 marked ``!``.
+    were asked for (shape ``()``). Sampler statistics (acceptance, divergences, step size,
+    and for HMC the lowest E-BFMI over chains and how many are below 0.3) are in ``.sampler``.
+    Printing shows a table: one row per site for small blocks, and the minimum / median /
+    maximum over the non-constant sites for large ones (with the number of constant sites);
+    R-hat above 1.01 or infinite is starred and ESS below 100 marked ``!``; a low E-BFMI gets
+    a ``!`` line with advice.
 
     ``separate_targets`` records that the chains were clamped to different observed rows, so
     R-hat was not computed.
@@ -156,6 +193,9 @@ class Summary(dict):
                 lines.append(f"{name}: ESS < {ESS_THRESHOLD}{where.format(k=int(f['ess'].sum()))} (min {low:.0f})")
         if self.sampler.get("divergences"):
             lines.append(f"{self.sampler['divergences']} divergent transitions")
+        low_energy = e_bfmi_problem(self.sampler, self.n_chains)
+        if low_energy:
+            lines.append(low_energy)
         return lines
 
     def __str__(self) -> str:
@@ -201,6 +241,9 @@ class Summary(dict):
                 "curvature somewhere, so means and sds may be biased even where r_hat and ess look fine "
                 "(docs: Continuous sampling, 'When fixed-length HMC is not enough')"
             )
+        low_energy = e_bfmi_problem(self.sampler, self.n_chains)
+        if low_energy:
+            lines.append(f"! {low_energy}: {E_BFMI_ADVICE}")
         if self.sampler.get("mean unstable"):
             lines.append("! unadjusted Langevin blew up (energy errors > 1000 nats): these draws mean nothing")
         if self.separate_targets:

@@ -11,7 +11,8 @@ from test_langevin import Cliff
 import ebm
 from ebm import reliability
 from ebm.chains import Chains
-from ebm.summary import Summary, summarize
+from ebm.diagnostics import e_bfmi
+from ebm.summary import E_BFMI_LOW, E_BFMI_MIN, Summary, summarize
 
 N_DRAWS, N_CHAINS = 200, 6
 
@@ -244,3 +245,50 @@ def test_a_nan_draw_is_flagged_and_screened_first():
     big = torch.randn(100, 8, 500, generator=g)
     big[7, 3, 444] = float("nan")
     assert 444 in reliability.suspicious_sites(big).tolist()  # big blocks check it too
+
+
+# E-BFMI from HMC's Hamiltonian at the draws.
+
+
+def test_e_bfmi_is_the_squared_steps_over_the_spread_of_each_chain():
+    h = torch.tensor([[0.0, 1.0], [1.0, 2.0], [3.0, 1.0], [2.0, 2.0]])
+    # chain 0: steps 1, 2, -1 (squares 6), deviations from 1.5 (squares 5): 1.2;
+    # chain 1: steps 1, -1, 1 (squares 3), deviations from 1.5 (squares 1): 3
+    torch.testing.assert_close(e_bfmi(h), torch.tensor([1.2, 3.0], dtype=torch.float64))
+    assert e_bfmi(torch.ones(5, 2)).isnan().all() and e_bfmi(h[:1]).isnan().all()
+    with pytest.raises(ValueError, match=r"\(n_draws, n_chains\)"):
+        e_bfmi(h[:, 0])
+
+
+def hamiltonian_chains(slow_chain: int | None = 2) -> Chains:
+    """``fake_chains`` with an HMC ``hamiltonian`` record: independent draws (E-BFMI ~ 2), and
+    in ``slow_chain`` an AR(1) series with coefficient 0.95 (E-BFMI ~ 2 (1 - 0.95) = 0.1)."""
+    chains = fake_chains()
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(N_DRAWS, N_CHAINS, generator=g)
+    if slow_chain is not None:
+        for t in range(1, N_DRAWS):
+            h[t, slow_chain] = 0.95 * h[t - 1, slow_chain] + 0.1 * h[t, slow_chain]
+    chains.stats["hamiltonian"] = h
+    chains.stats["divergent"] = torch.zeros(N_DRAWS, N_CHAINS, dtype=torch.bool)
+    return chains
+
+
+def test_one_chain_with_a_low_e_bfmi_is_flagged_and_named():
+    chains = hamiltonian_chains()
+    values = e_bfmi(chains.stats["hamiltonian"])
+    assert values[2] < 0.2 and (values[[0, 1, 3, 4, 5]] > 1.5).all()  # the mean over chains is ~1.7
+    summary = chains.summary()
+    assert summary.sampler[E_BFMI_LOW] == 1 and summary.sampler[E_BFMI_MIN] == pytest.approx(values[2].item())
+    assert "mean hamiltonian" not in summary.sampler
+    line = f"E-BFMI < 0.3 in 1 of {N_CHAINS} chains (min {values[2].item():.3g})"
+    assert summary.problems() == [line]
+    assert f"! {line}: one momentum draw" in str(summary) and "non-centred" in str(summary)
+    with pytest.warns(RuntimeWarning, match=r"E-BFMI < 0.3 in 1 of 6 chains.*not the trajectory length") as caught:
+        reliability.warn_unreliable(chains)
+    assert len(caught) == 1
+    healthy = hamiltonian_chains(slow_chain=None)
+    assert healthy.summary().sampler[E_BFMI_LOW] == 0 and not healthy.summary().problems()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reliability.warn_unreliable(healthy)

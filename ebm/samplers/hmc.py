@@ -31,6 +31,7 @@ def leapfrog(
     step_size: torch.Tensor | float,
     inv_mass: torch.Tensor | float,
     n_steps: int,
+    tempering: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n_steps`` leapfrog (velocity Verlet) steps of ``H(x, p) = E(x) + ½ pᵀ M⁻¹ p``.
 
@@ -40,6 +41,14 @@ def leapfrog(
         step_size: ``ε``, broadcastable to ``(n_chains, 1)``.
         inv_mass: diagonal ``M⁻¹``, broadcastable to ``(n_chains, D)``.
         n_steps: number of leapfrog steps.
+        tempering: ``τ ≥ 1``, a tempered trajectory (Neal 2011, "MCMC using Hamiltonian
+            dynamics", section 5.7): the momentum is multiplied by ``c`` before and after each
+            leapfrog step of the first half and divided by ``c`` in the second half (the middle
+            step of an odd count: multiplied before, divided after), with ``c = τ^(1 / 2n)``
+            for ``n = n_steps``: ``n`` scalings up to the middle multiply the kinetic energy
+            by ``τ`` there. The scalings cancel, so the map keeps volume and stays reversible
+            (the step ``k`` from the end scales by the inverse of step ``k``); the trajectory is
+            hotter in the middle and cools back, so ``H`` is not conserved along it.
 
     Returns:
         ``(position, momentum, energy, grad)`` at the end of the trajectory. The map is
@@ -48,6 +57,8 @@ def leapfrog(
     """
     half = 0.5 * step_size
     velocity_scale = step_size * inv_mass
+    if tempering != 1.0:
+        return _tempered_leapfrog(potential, position, momentum, grad, half, velocity_scale, n_steps, tempering)
     p = momentum - half * grad
     x = position
     energy = None
@@ -55,6 +66,21 @@ def leapfrog(
         x = torch.addcmul(x, velocity_scale, p)
         energy, grad = potential(x)
         p = p - (half if i == n_steps - 1 else step_size) * grad
+    return x, p, energy, grad
+
+
+def _tempered_leapfrog(potential, x, p, grad, half, velocity_scale, n_steps: int, tempering: float):
+    """``leapfrog`` with Neal's tempering: each step is ``scale · kick · drift · kick · scale``,
+    scaled up in the first half and down in the second (see ``leapfrog``)."""
+    c = tempering ** (0.5 / n_steps)  # n_steps scalings by c up to the middle: momentum x sqrt(τ)
+    energy = None
+    for i in range(n_steps):
+        before = c if 2 * i < n_steps else 1 / c  # the middle step of an odd count: up before ...
+        after = c if 2 * i + 1 < n_steps else 1 / c  # ... and down after
+        p = (p * before) - half * grad
+        x = torch.addcmul(x, velocity_scale, p)
+        energy, grad = potential(x)
+        p = (p - half * grad) * after
     return x, p, energy, grad
 
 
@@ -130,6 +156,15 @@ class HMC(GradientSampler):
             step grows with the number of momentum draws. Info per step: ``accept_prob`` is the
             mean over the transitions, ``accepted`` and ``divergent`` whether any was,
             ``n_leapfrog`` the total, ``energy_error`` the last transition's.
+        tempering: ``τ > 1`` runs tempered trajectories (Neal 2011, section 5.7; ``leapfrog``):
+            the momentum is scaled up step by step in the first half of each trajectory, so
+            that the kinetic energy is ``τ`` times larger at its middle, and back down in the
+            second half: still an exact HMC kernel (volume-preserving and reversible), and a
+            transition can change the energy by more than one momentum draw does. After
+            warm-up only: warm-up tunes ``ε`` and ``T`` on plain trajectories (a tempered one's
+            energy error does not vanish as ``ε -> 0``, so dual averaging would shrink ``ε``
+            for nothing). Off (1) by default; it does not help the centred eight schools (see
+            docs/many-chains.md).
         max_leapfrog: cap on the leapfrog steps of one transition (adaptive mode).
         adapt_step_size, adapt_mass, per_chain, mass_estimator: warm-up tuning; see
             ``ebm.samplers.adaptation``.
@@ -141,7 +176,10 @@ class HMC(GradientSampler):
         blocks: the blocks to update (default: all non-observed ones).
 
     Info per step, each ``(n_chains,)``: ``accept_prob``, ``accepted``, ``energy_error``
-    (``ΔH``), ``divergent``, ``energy``, ``step_size``, ``n_leapfrog``.
+    (``ΔH``), ``divergent``, ``energy``, ``step_size``, ``n_leapfrog``, ``hamiltonian`` (``H``
+    at the kept point, nats: the end of the trajectory if accepted, else the start with the
+    fresh momentum; with ``refreshes``, the last transition's), from which the summary and
+    ``ebm.sample``'s check compute each chain's E-BFMI (``ebm.diagnostics.e_bfmi``).
     """
 
     target_accept = 0.65
@@ -154,6 +192,7 @@ class HMC(GradientSampler):
         jitter: float = 0.2,
         step_range: float = 1.0,
         refreshes: int = 1,
+        tempering: float = 1.0,
         max_leapfrog: int = 256,
         adapt_step_size: bool = True,
         adapt_mass: bool = True,
@@ -197,6 +236,9 @@ class HMC(GradientSampler):
         if isinstance(refreshes, bool) or not isinstance(refreshes, int) or refreshes < 1:
             raise ValueError(f"refreshes must be a positive integer, got {refreshes!r}")
         self.refreshes = refreshes
+        if isinstance(tempering, bool) or not isinstance(tempering, (int, float)) or not 1.0 <= tempering < math.inf:
+            raise ValueError(f"tempering must be a finite number >= 1 (1: no tempering), got {tempering!r}")
+        self.tempering = float(tempering)
 
     def init(self, model, state, observed=(), generator=None) -> HMCState:
         s = _as_hmc_state(super().init(model, state, observed, generator))
@@ -225,6 +267,7 @@ class HMC(GradientSampler):
             "accept_prob": torch.stack([i["accept_prob"] for i in infos]).mean(0),
             "accepted": torch.stack([i["accepted"] for i in infos]).any(0),
             "energy_error": infos[-1]["energy_error"],
+            "hamiltonian": infos[-1]["hamiltonian"],
             "divergent": torch.stack([i["divergent"] for i in infos]).any(0),
             "n_leapfrog": torch.stack([i["n_leapfrog"] for i in infos]).sum(0),
         }
@@ -234,6 +277,9 @@ class HMC(GradientSampler):
 
     def _move(self, model, s: HMCState, x, energy, grad, generator, n_leapfrog: int):
         noise = self.normal(x, generator)
+        # warm-up tunes ε and T for plain trajectories: a tempered one's energy error does not
+        # vanish as ε -> 0, so dual averaging would shrink ε towards 0 for nothing
+        tempering = self.tempering if s.adaptation is None else 1.0
         step_size = s.step_size
         if self.step_range > 1.0:
             # log-uniform over [ε / step_range, ε], drawn per chain, independent of the state
@@ -254,18 +300,23 @@ class HMC(GradientSampler):
                 return e, g @ factor
 
             origin = torch.zeros_like(x)
-            z, new_p, new_energy, _ = leapfrog(potential, origin, noise, grad @ factor, step_size, 1.0, n_leapfrog)
+            z, new_p, new_energy, _ = leapfrog(
+                potential, origin, noise, grad @ factor, step_size, 1.0, n_leapfrog, tempering
+            )
             new_x, new_grad = x + z @ factor.T, last["grad"]
-            kinetic_change = 0.5 * (new_p.square().sum(-1) - noise.square().sum(-1))
+            new_square = new_p.square().sum(-1)
         else:
             momentum = noise / s.inv_mass.sqrt()
 
             def potential(position):
                 return energy_and_grad(model, s.layout, s.state, position)
 
-            new_x, new_p, new_energy, new_grad = leapfrog(potential, x, momentum, grad, step_size, s.inv_mass, n_leapfrog)
-            kinetic_change = 0.5 * ((new_p.square() * s.inv_mass).sum(-1) - noise.square().sum(-1))
-        energy_error = new_energy - energy + kinetic_change
+            new_x, new_p, new_energy, new_grad = leapfrog(
+                potential, x, momentum, grad, step_size, s.inv_mass, n_leapfrog, tempering
+            )
+            new_square = (new_p.square() * s.inv_mass).sum(-1)
+        square = noise.square().sum(-1)  # pᵀ M⁻¹ p of the fresh momentum p = M^½ noise
+        energy_error = new_energy - energy + 0.5 * (new_square - square)
         finite = finite_rows(new_energy, new_grad)
         accept_prob, accepted = self.metropolis_accept(-energy_error, finite, generator)
         divergent = ~finite | (energy_error > MAX_ENERGY_ERROR)
@@ -275,6 +326,8 @@ class HMC(GradientSampler):
             "energy_error": energy_error,
             "divergent": divergent,
             "n_leapfrog": torch.full_like(accept_prob, n_leapfrog),
+            # H at the kept point (Stan's energy__): its changes from draw to draw give E-BFMI
+            "hamiltonian": torch.where(accepted, new_energy + 0.5 * new_square, energy + 0.5 * square),
         }
         if s.trajectory is not None and s.adaptation is not None:
             if s.dense:

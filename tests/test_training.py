@@ -397,10 +397,12 @@ def test_digits_rbm_rises_above_independent_pixels_within_a_few_epochs():
 def test_pcd_bars_and_stripes_gets_close_to_the_best_possible():
     """3x3 bars-and-stripes (14 patterns): the best mean log-likelihood is -ln 14 = -2.639.
     Within 0.15 nats means at least exp(-0.15) = 86% of the probability on the 14 patterns
-    (if spread evenly); measured: -2.748 after 1500 epochs."""
+    (if spread evenly). At the default lr (0.03 for the centred update of this 9x16 RBM)
+    seeds 0-59 end at -2.732 to -2.676 after 1500 epochs (-2.694 at seed 0); an explicit
+    lr=0.05, fine without centring (worst -2.775), ended below -2.79 at 3 of those 60 seeds."""
     data = {"v": bars_and_stripes(3)}
     rbm = ebm.RBM(9, 16, init_std=0.1, seed=0)
-    ebm.fit(rbm, data, method="pcd", k=10, n_chains=500, epochs=1500, batch_size=14, lr=0.05, metrics=None)
+    ebm.fit(rbm, data, method="pcd", k=10, n_chains=500, epochs=1500, batch_size=14, metrics=None)
     assert mean_ll(rbm, data) > -math.log(14) - 0.15
 
 

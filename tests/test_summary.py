@@ -237,6 +237,14 @@ def test_sample_checks_a_few_suspicious_sites_of_big_blocks(monkeypatch):
     assert reliability.check(chains)["v"]["rhat"].shape == (300,)
 
 
+def test_the_screen_finds_a_stuck_chain_at_a_site_far_from_zero_in_float32():
+    # sd 0.01 around 10,000: float32 sums of squares would cancel without the screen's shift
+    g = torch.Generator().manual_seed(3)
+    x = 10_000 + 0.01 * torch.randn(100, 4, 300, generator=g)
+    x[:, 0, 77] += 0.05  # one chain five sd off at one site
+    assert x.dtype == torch.float32 and 77 in reliability.suspicious_sites(x, k=1).tolist()
+
+
 def test_a_nan_draw_is_flagged_and_screened_first():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 8, 3, generator=g)

@@ -12,7 +12,7 @@ import torch
 from test_training import Interrupt, InterruptAt
 
 import ebm
-from ebm.datasets import bars_and_stripes
+from ebm.datasets import bars_and_stripes, digits
 from ebm.samplers.base import SamplerState
 from ebm.serialization import UnsafeFileError, from_plain, register_safe_class, seal, to_plain
 from ebm.training import PersistentChains
@@ -339,6 +339,39 @@ def test_resuming_with_more_epochs_continues_the_linear_decay_over_the_new_total
     ebm.fit(ebm.RBM(9, 4), data, epochs=6, resume=path, callbacks=[LearningRates()], **options)
     # the schedule is re-planned over 6 epochs: epoch 5 steps at lr (1 - 4/6), not at 0
     assert lrs == pytest.approx({5: 0.04 * (1 - 4 / 6), 6: 0.04 * (1 - 5 / 6)})
+
+
+class StopAfter:
+    """Stops training at the end of epoch ``epoch`` (as early stopping would)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        trainer.stop_training = epoch == self.epoch
+
+
+@pytest.mark.parametrize("first", ["2 of 2", "2 of 4, stopped"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "constant"])
+def test_a_second_fit_continues_as_a_resume_from_the_first(tmp_path, schedule, first):
+    """A first fit that ends after epoch 2 (its total, or stopped early), then fit(epochs=4)
+    on the same trainer, ends bit for bit as a fresh trainer resumed with epochs=4 from the
+    checkpoint the first fit wrote: the second fit neither re-initialises the visible biases
+    nor the chains, and carries the schedule on (re-planned when the total changed)."""
+    data = {"v": digits()[0][:40]}
+    options = dict(batch_size=8, n_chains=12, metrics=None, schedule=schedule, progress=False, callbacks=[StopAfter(2)])
+    path, kept = tmp_path / "ckpt.pt", tmp_path / "after-2.pt"
+    trainer = ebm.Trainer(ebm.RBM(64, 6, seed=1), checkpoint=path, **options)
+    trainer.fit(data, epochs=2 if first == "2 of 2" else 4)
+    assert trainer.epoch == 2
+    kept.write_bytes(path.read_bytes())
+    trainer.fit(data, epochs=4)
+    resumed = ebm.Trainer(ebm.RBM(64, 6, seed=1), **options)
+    resumed.fit(data, epochs=4, resume=kept)
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], value), name
+    assert [e["loss"] for e in trainer.history] == [e["loss"] for e in resumed.history]
+    assert trainer.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
 
 
 def test_resuming_with_another_lr_or_optimizer_is_refused(tmp_path):

@@ -354,6 +354,7 @@ class Trainer:
         self._scale: float | None = None  # parameter and data magnitude at the start of training
         self._fast_gradient = False  # set by fit for RBMs
         self._centered: CenteredUpdate | None = None  # set by fit when centering is on
+        self._started = False  # fit has set up the chains (or resumed): later fits continue
 
     @property
     def epochs(self) -> int | None:
@@ -450,6 +451,17 @@ class Trainer:
         self.seed = state["seed"]
         self._scale = state["scale"]
         if self._epochs is not None and state["epochs"] is not None and state["epochs"] != self._epochs:
+            self._replan_schedule()
+
+    def _continue_schedule(self, lrs: list[float], stored: dict | None, replan: bool) -> None:
+        """Carry the learning rates and the schedule's state of an earlier ``fit`` into the new
+        scheduler (built for the new total), as ``load_checkpoint`` does, and re-plan it when
+        the total changed."""
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        if self.scheduler is not None and stored is not None:
+            self.scheduler.load_state_dict(stored)
+        if replan:
             self._replan_schedule()
 
     def _replan_schedule(self) -> None:
@@ -667,6 +679,11 @@ class Trainer:
     ) -> History:
         """Train for ``epochs`` epochs (in all, counting those of a resumed checkpoint).
 
+        A second ``fit`` of the same trainer continues the first, as a resume from the state
+        it ended in would: the chains, the optimizer and the schedule carry on (re-planned
+        over a new total of epochs from the current one); the visible biases are initialised
+        from the data and the chains set up only by the first.
+
         Args:
             data: ``{name: (n, *shape)}`` observed blocks (e.g. ``{"v": X}``); blocks the
                 model has but ``data`` lacks are latent.
@@ -714,18 +731,25 @@ class Trainer:
             raise ValueError("the centred update needs the visible block 'v' in data; pass centering=False")
         # the offsets come from the data, so a resumed run rebuilds the same ones
         self._centered = CenteredUpdate(model, data["v"]) if self.centering else None
-        self._epochs = epochs
+        # a second fit of this trainer continues the first: as a resume from its last state
+        continuing = resume is None and self._started
+        previous, self._epochs = self._epochs, epochs
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        stored = None if self.scheduler is None else self.scheduler.state_dict()
         self.scheduler = _make_scheduler(self.schedule, self.optimizer, epochs)
+        if continuing:
+            self._continue_schedule(lrs, stored, epochs != previous)
         if self.checkpoint is not None:
             remove_stale_temporaries(self.checkpoint)
         if resume is not None:
             self.load_checkpoint(resume)
             if self.checkpoint is not None and Path(resume) == self.checkpoint:
                 self._last_checkpoint = self._where()
-        else:
+        elif not continuing:
             if self.init_bias and "v" in data and callable(getattr(model, "init_visible_bias", None)):
                 model.init_visible_bias(data["v"])
             self.negatives.setup(model, sampler, data, generator)
+        self._started = True
         distributed.broadcast_parameters(model)  # every rank starts from rank 0's parameters, as DDP does
         if self._scale is None:
             self._scale = self._start_scale(data)

@@ -75,25 +75,6 @@ class MeanFieldRBM(RBM):
         self._variables["v"] = Probabilities(n_visible)
 
 
-class _KeepChains:
-    """Trainer callback: continue the negative phase's chains, and the random stream, from
-    the previous ``Trainer.fit`` call (which sets the chains up afresh; ``partial_fit`` must
-    not), so that ``n`` calls of one epoch train exactly as one call of ``n`` epochs."""
-
-    def __init__(self):
-        self.state: dict | None = None
-        self.generator: torch.Tensor | None = None
-
-    def save(self, trainer: Trainer) -> None:
-        self.state = trainer.negatives.state_dict()
-        self.generator = trainer.generator.get_state()
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        if self.state is not None:
-            trainer.negatives.load_state_dict(self.state)
-            trainer.generator.set_state(self.generator)
-
-
 class _RBMEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """What ``BernoulliRBM`` and ``GaussianRBM`` share: validation, training, transform, Gibbs."""
 
@@ -418,7 +399,6 @@ class _TrainerEngine:
     """Training by ``ebm.Trainer`` with scikit-learn's plain SGD at a constant rate."""
 
     def __init__(self, model: EnergyModel, estimator: _RBMEstimator, seed: int):
-        self.keep = _KeepChains()
         n_chains = estimator.batch_size if estimator.n_chains is None else estimator.n_chains
         self.trainer = Trainer(
             model,
@@ -431,14 +411,12 @@ class _TrainerEngine:
             schedule="constant",
             metrics=None,
             progress=bool(estimator.verbose),
-            callbacks=[self.keep],
         )
 
     def train(self, v: torch.Tensor, epochs: int) -> None:
-        trainer = self.trainer
-        trainer.fit({"v": v}, epochs=trainer.epoch + epochs)
-        trainer.init_bias = False  # later partial_fit calls keep the biases learned so far
-        self.keep.save(trainer)
+        # a later fit of the trainer continues the chains, the random stream and the biases
+        # learned so far: n calls of one epoch train exactly as one call of n epochs
+        self.trainer.fit({"v": v}, epochs=self.trainer.epoch + epochs)
 
     @property
     def history(self) -> list[dict]:

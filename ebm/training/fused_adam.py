@@ -63,7 +63,9 @@ def fused_adam_step(optimizer: torch.optim.Optimizer) -> bool:
         steps = [state["step"] for state in states]
         torch._foreach_add_(steps, 1)
         beta1, beta2 = group["betas"]
-        kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
+        # AdamW carries "decoupled_weight_decay" only since it became an Adam subclass (torch 2.7)
+        decoupled = isinstance(optimizer, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
+        kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
         try:
             kernel(
                 params,

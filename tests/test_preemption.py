@@ -106,6 +106,16 @@ def test_a_signal_writes_a_checkpoint_and_stops(tmp_path, uninterrupted, signum,
     same_run(resumed, history, *uninterrupted)
 
 
+def test_a_second_fit_after_a_signal_finishes_the_interrupted_epoch(tmp_path, uninterrupted):
+    options = {k: v for k, v in OPTIONS.items() if k != "epochs"}
+    model = ebm.RBM(9, 4, seed=0)
+    trainer = ebm.Trainer(model, checkpoint=tmp_path / "ckpt.pt", callbacks=[SignalAt(2, 5, signal.SIGTERM)], **options)
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit(data(), epochs=OPTIONS["epochs"])
+    trainer.callbacks.clear()
+    same_run(model, trainer.fit(data(), epochs=OPTIONS["epochs"]), *uninterrupted)
+
+
 def test_mid_epoch_checkpoint_needs_the_same_data(tmp_path):
     path, copy = tmp_path / "ckpt.pt", tmp_path / "killed.pt"
     ebm.fit(

@@ -198,14 +198,16 @@ class Trainer:
         schedule: per-epoch learning-rate schedule: ``"linear"`` (the default: decays
             linearly to ``lr / epochs`` in the last epoch), ``"cosine"``, ``"constant"``
             or a callable ``(optimizer, epochs) -> torch.optim.lr_scheduler``.
-        weight_decay: passed to the optimizer.
+        weight_decay: passed to the optimizer (with the centred update it acts in the centred
+            coordinates: it pulls ``W``, ``a + Wλ`` and ``b + Wᵀμ`` towards 0).
         energy_l2: coefficient of an L2 penalty on the energies of both phases (keeps
             continuous EBMs from drifting; Du & Mordatch 2019); 0 disables it.
         clip_grad: clip the gradient norm to this value (``None``: no clipping).
         free_energy_negatives: when the model's ``free_energy`` sums out the latent blocks,
             use it for the model phase too (Rao-Blackwellised negatives).
         k_data: sampler steps for the data-phase latents of models without ``free_energy``.
-        init_bias: before training (not when resuming), call ``model.init_visible_bias(data["v"])``
+        init_bias: before training (not when resuming, nor in a later ``fit`` of the same
+            trainer), call ``model.init_visible_bias(data["v"])``
             when the model has it (``RBM``: visible biases = data log-odds). Pass ``False``
             to keep the biases of an already trained model.
         metrics: ``"auto"`` (every cheap monitor the model supports), ``None`` (only loss and
@@ -776,8 +778,8 @@ class Trainer:
         position, self._position = self._position, None
         if position is not None and (position["order"].numel() != n or position["batch"] >= n_batches):
             raise ValueError(
-                f"{resume}: the checkpoint was written mid-epoch on data of {position['order'].numel()} rows, not {n}: "
-                f"resume on the same data"
+                f"{resume or 'the interrupted fit'}: the checkpoint was written mid-epoch on data of "
+                f"{position['order'].numel()} rows, not {n}: resume on the same data"
             )
         evaluation_sets = {prefix: self._evaluation_rows(rows) for prefix, rows in sets.items()}
         self.evaluation = self._describe_evaluation(metrics, sets, evaluation_sets)
@@ -845,11 +847,14 @@ class Trainer:
                             }
                             try:
                                 self.save_checkpoint()
-                            finally:
+                            except BaseException:
                                 self._position = None
+                                raise
                             last_saved = now
                             if self._stop_signal() is not None:
+                                # kept: a later fit of this trainer finishes the epoch as a resume would
                                 raise self._interrupted()
+                            self._position = None
                     losses.copy_(distributed.mean_over_ranks(losses, "loss reduction"))
                     self._check_batches(epoch, losses, sizes, n_batches, data, order)
                     if not all(torch.isfinite(p).all() for p in model.parameters()):
@@ -1017,13 +1022,19 @@ class Trainer:
             centered.centre_gradient()  # the optimizer, clipping included, acts in centred coordinates
         if self.clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.clip_grad)
-        if centered is not None:
+        if centered is None:
+            self._optimizer_step()
+        else:
             centered.enter()
+            try:  # an interrupt inside the step must not leave the biases in centred coordinates
+                self._optimizer_step()
+            finally:
+                centered.leave()
+        return positive, negatives, loss.detach()
+
+    def _optimizer_step(self) -> None:
         if not fused_adam_step(self.optimizer):  # the same step, without its Python overhead
             self.optimizer.step()
-        if centered is not None:
-            centered.leave()
-        return positive, negatives, loss.detach()
 
 
 def fit(

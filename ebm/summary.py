@@ -24,7 +24,6 @@ RHAT_THRESHOLD = 1.01
 #: below this many effective draws (bulk or tail, all chains together) the MCSE exceeds a
 #: tenth of the sd and ESS and R-hat are themselves unreliable (Vehtari et al. 2021, sec. 4)
 ESS_THRESHOLD = 100
-#: ``summary.sampler`` keys for the sampler's per-step records
 #: ``summary.sampler`` keys of the E-BFMI digest (``ebm.HMC``'s ``hamiltonian`` record)
 E_BFMI_MIN, E_BFMI_LOW = "min E-BFMI", f"chains E-BFMI < {diagnostics.E_BFMI_THRESHOLD}"
 #: what a low E-BFMI means and what to do, shown by the summary and by ``ebm.sample``'s warning
@@ -34,6 +33,7 @@ E_BFMI_ADVICE = (
     "trajectory length or step size, limits mixing: reparameterise (write hierarchical models non-centred, "
     "theta = mu + tau * eta; docs: Many chains, one warm-up)"
 )
+#: ``summary.sampler`` keys for the sampler's per-step records
 SAMPLER_LABELS = {
     "accept_prob": "mean accept prob",  # E[min(1, exp(-dH))]: the Metropolis acceptance probability
     "accepted": "accepted fraction",  # the fraction of proposals actually accepted (a coin flip on the above)

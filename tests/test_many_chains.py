@@ -271,10 +271,12 @@ def test_momentum_refreshes_keep_the_target():
     Reusing one momentum draw for the four (the position then depends on the momentum it
     starts from) fails with z ~ 64; 20 seeds of this check: max z 3.1 (threshold 3.8)."""
     sampler = ebm.HMC(0.5, 12, refreshes=4, adapt_step_size=False, adapt_mass=False)
+    momenta, normal = [], sampler.normal
+    sampler.normal = lambda *args: momenta.append(1) or normal(*args)  # counts the momentum draws
     init = {"x": torch.randn(64, 3, generator=torch.Generator().manual_seed(0)) * RANGE_MODEL.variance.sqrt()}
     chains = ebm.sample(RANGE_MODEL, sampler, n_chains=64, n_steps=300, seed=0, init=init)
     check_gaussian(chains, RANGE_MODEL)
-    assert (chains.stats["n_leapfrog"] == 12).all()
+    assert (chains.stats["n_leapfrog"] == 12).all() and len(momenta) == 4 * 300
     with pytest.raises(ValueError, match="refreshes must be a positive integer"):
         ebm.HMC(refreshes=0)
 
@@ -346,7 +348,10 @@ def check_tempering(seed=0):
     chains = ebm.sample(RANGE_MODEL, sampler, n_chains=64, n_steps=300, seed=seed, init=init)
     check_gaussian(chains, RANGE_MODEL)
     accept = chains.stats["accept_prob"].mean().item()
-    assert accept < 0.95, accept  # the tempering is on: H is not conserved along the trajectory
+    # the tempering is on: H is not conserved along the trajectory (measured 0.70 against 0.93)
+    plain = ebm.HMC(0.5, 12, adapt_step_size=False, adapt_mass=False)
+    untempered = ebm.sample(RANGE_MODEL, plain, n_chains=64, n_steps=300, seed=seed, init=init)
+    assert accept < untempered.stats["accept_prob"].mean().item() - 0.1, accept
 
 
 def test_tempered_trajectories_keep_the_target():
